@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job on the default model: score SmolLM2-135M-Instruct against
+# itself plus a LoRA adapter, token by token, and print the summary.
+# Outputs land in out/ (tokens.jsonl, summary.json).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/setup.sh"
+dlogp="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/dlogp"
+base="gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
+lora="gguf/SmolLM2-135M-Instruct.random-lora.gguf"
+mkdir -p out
+if [ ! -f "$lora" ]; then
+  # Until a trained adapter ships, a seeded random adapter stands in for the RL side.
+  "$dlogp" lora-init --base "$base" --out "$lora" --rank 8 --init random --std 0.02 --seed 0
+fi
+"$dlogp" score --base "$base" --rl-lora "$lora" \
+  --input tests/data/score-rows.jsonl --output out/tokens.jsonl --summary out/summary.json
+echo "wrote out/tokens.jsonl ($(wc -l < out/tokens.jsonl) tokens) and out/summary.json" >&2

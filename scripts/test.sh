@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up what the tests need (build tools, the real model) and run the whole
+# test suite in release mode (the dev profile would build llama.cpp twice).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/setup.sh"
+cargo test --release --locked "$@"

@@ -1,0 +1,141 @@
+//! `dlogp inspect`: metadata, hyper-parameters and tensors of a GGUF file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::gguf::{FileKind, GgufFile, Inspection};
+use crate::io::Output;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A GGUF model or LoRA adapter.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if !args.file.exists() {
+        anyhow::bail!("{}: no such file", args.file.display());
+    }
+    let file = GgufFile::open(&args.file)?;
+    let info = Inspection::from_file(&file);
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&to_json(&args.file, &info))?;
+        s.push('\n');
+        s
+    } else {
+        to_text(&args.file, &info)
+    };
+    let mut out = Output::create(std::path::Path::new("-"))?;
+    std::io::Write::write_all(&mut out, text.as_bytes())?;
+    out.commit()?;
+    Ok(())
+}
+
+fn kind_name(kind: &FileKind) -> String {
+    match kind {
+        FileKind::Model => "model".to_string(),
+        FileKind::LoraAdapter => "lora-adapter".to_string(),
+        FileKind::Other(other) => other.clone(),
+    }
+}
+
+fn to_json(path: &std::path::Path, info: &Inspection) -> Value {
+    let pairs = |v: &[(String, String)]| -> Value {
+        Value::Object(
+            v.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                .collect(),
+        )
+    };
+    let counts = |v: &[(String, usize)]| -> Value {
+        Value::Object(
+            v.iter()
+                .map(|(k, n)| (k.clone(), Value::from(*n)))
+                .collect(),
+        )
+    };
+    let mut out = json!({
+        "path": path.display().to_string(),
+        "kind": kind_name(&info.kind),
+        "gguf_version": info.version,
+        "architecture": info.architecture,
+        "name": info.name,
+        "file_type": info.file_type,
+        "hyperparameters": pairs(&info.hyperparameters),
+        "vocab_size": info.vocab_size,
+        "tokenizer_model": info.tokenizer_model,
+        "has_chat_template": info.has_chat_template,
+        "n_tensors": info.n_tensors,
+        "tensor_types": counts(&info.tensor_types),
+        "n_parameters": info.n_parameters,
+    });
+    if info.kind == FileKind::LoraAdapter {
+        out["lora"] = json!({
+            "rank": info.lora_rank,
+            "alpha": info.lora_alpha,
+            "targets": info.lora_targets,
+        });
+    }
+    out
+}
+
+fn to_text(path: &std::path::Path, info: &Inspection) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<34} {v}\n"));
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    line("file", path.display().to_string());
+    line("kind", kind_name(&info.kind));
+    line("gguf version", info.version.to_string());
+    line("architecture", opt(&info.architecture));
+    line("name", opt(&info.name));
+    line("file type", opt(&info.file_type));
+    for (k, v) in &info.hyperparameters {
+        line(k, v.clone());
+    }
+    if let Some(n) = info.vocab_size {
+        line(
+            "vocabulary",
+            format!(
+                "{n} tokens ({})",
+                info.tokenizer_model.as_deref().unwrap_or("unknown tokenizer")
+            ),
+        );
+    }
+    line(
+        "chat template",
+        if info.has_chat_template { "yes" } else { "no" }.to_string(),
+    );
+    let types: Vec<String> = info
+        .tensor_types
+        .iter()
+        .map(|(t, n)| format!("{t}: {n}"))
+        .collect();
+    line(
+        "tensors",
+        format!("{} ({})", info.n_tensors, types.join(", ")),
+    );
+    line("parameters", info.n_parameters.to_string());
+    if info.kind == FileKind::LoraAdapter {
+        line(
+            "lora rank",
+            info.lora_rank.map_or("-".to_string(), |r| r.to_string()),
+        );
+        line(
+            "lora alpha",
+            info.lora_alpha.map_or("-".to_string(), |a| a.to_string()),
+        );
+        line(
+            "lora targets",
+            format!("{} tensors", info.lora_targets.len()),
+        );
+        for t in &info.lora_targets {
+            s.push_str(&format!("  {t}\n"));
+        }
+    }
+    s
+}

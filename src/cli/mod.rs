@@ -1,0 +1,72 @@
+//! The `dlogp` command line: clap definitions and command glue. This is the
+//! only module that uses `anyhow` and draws progress bars.
+
+mod args;
+mod fixtures;
+mod inspect;
+mod score;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+pub use args::{ModelArgs, PairArgs};
+
+/// Measure and exploit the direction of RLVR updates (Δlog p = log p_RL −
+/// log p_base) on GGUF models with llama.cpp.
+#[derive(Debug, Parser)]
+#[command(name = "dlogp", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: llama.cpp's own chatter too).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per-token Δlog p, entropy, KL and JS of a base/RL pair on given responses.
+    Score(score::ScoreArgs),
+    /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
+    Inspect(inspect::InspectArgs),
+    /// Write a LoRA adapter (zero or random) for a GGUF model.
+    LoraInit(fixtures::LoraInitArgs),
+    /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
+    Fixtures(fixtures::FixturesArgs),
+}
+
+/// Run one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Score(args) => score::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::LoraInit(args) => fixtures::run_lora_init(args),
+        Command::Fixtures(args) => fixtures::run_fixtures(args),
+    }
+}
+
+/// Logs go to stderr. llama.cpp's log (target `llama-cpp-2`) shows warnings
+/// and errors only, unless -vv; `DLOGP_LOG` overrides everything
+/// (e.g. `DLOGP_LOG=debug`).
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,dlogp=info,llama-cpp-2=warn",
+        1 => "info,dlogp=debug,llama-cpp-2=warn",
+        _ => "debug,llama-cpp-2=debug",
+    };
+    let filter = EnvFilter::try_from_env("DLOGP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Print an error and its causes the way users read them.
+pub fn report_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

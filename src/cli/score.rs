@@ -1,0 +1,289 @@
+//! `dlogp score`: per-token metrics of a pair on given responses.
+
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::args::{ModelArgs, PairArgs};
+use crate::analysis::ScoreSummary;
+use crate::io::{read_rows, write_atomic, InputRow, Output};
+use crate::runtime::{
+    Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
+};
+use crate::sampler::{SingleMetrics, TokenMetrics};
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Input rows (JSONL): {"id"?, "prompt", "response"} or {"id"?, "messages": [...]}
+    /// (the last assistant message is scored); `-` for stdin.
+    #[arg(long, short = 'i', value_name = "JSONL")]
+    pub input: PathBuf,
+    /// Output: one JSON object per response token; `-` for stdout.
+    #[arg(long, short = 'o', value_name = "JSONL", default_value = "-")]
+    pub output: PathBuf,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "JSON")]
+    pub summary: Option<PathBuf>,
+    /// Use prompts as written instead of rendering the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Cut responses that do not fit the context instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Rows decoded side by side in one batch.
+    #[arg(long, default_value_t = 8)]
+    pub sequences: u32,
+    /// How the two models share the CPU.
+    #[arg(long, value_enum, default_value_t = OverlapArg::Auto)]
+    pub overlap: OverlapArg,
+    /// No summary or progress bar on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// How the two models share the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OverlapArg {
+    /// The faster choice measured for batched scoring on CPU.
+    Auto,
+    /// One model after the other, each with all threads.
+    Sequential,
+    /// Both models at once on two OS threads, each with half the threads.
+    Concurrent,
+}
+
+#[derive(Serialize)]
+struct PairRecord<'a> {
+    id: &'a Value,
+    position: usize,
+    token: i32,
+    text: &'a str,
+    #[serde(flatten)]
+    metrics: &'a TokenMetrics,
+}
+
+#[derive(Serialize)]
+struct SingleRecord<'a> {
+    id: &'a Value,
+    position: usize,
+    token: i32,
+    text: &'a str,
+    #[serde(flatten)]
+    metrics: &'a SingleMetrics,
+}
+
+pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    if args.sequences == 0 {
+        anyhow::bail!("invalid --sequences: must be at least 1");
+    }
+    let source_name = args.input.display().to_string();
+    let rows = if args.input.as_os_str() == "-" {
+        read_rows(std::io::stdin().lock(), "<stdin>")?
+    } else {
+        let file = File::open(&args.input)
+            .with_context(|| format!("{source_name}: could not open the input"))?;
+        read_rows(BufReader::new(file), &source_name)?
+    };
+
+    let threads = args.model.threads()?;
+    let load = args.model.load_options();
+    match args.pair.spec() {
+        Some(spec) => {
+            let pair = ModelPair::load(&spec, &load)?;
+            tracing::info!(
+                "scoring {} rows: base {} vs RL {}",
+                rows.len(),
+                spec.base.display(),
+                pair.rl_label()
+            );
+            let options = score_options(&args, pair.base(), threads)?;
+            let sequences = sequences(&args, pair.base(), &rows, &source_name, options.n_ctx)?;
+            let mut scorer = Scorer::for_pair(&pair, options)?;
+            let mut out = Output::create(&args.output)
+                .with_context(|| format!("{}: could not create", args.output.display()))?;
+            let mut summary = ScoreSummary::new();
+            let progress = progress_bar(&sequences, args.quiet);
+            scorer.score_pair(
+                &sequences,
+                |i, scores| {
+                    summary.add_row();
+                    for (position, (m, &token)) in
+                        scores.iter().zip(&sequences[i].response).enumerate()
+                    {
+                        summary.push(m);
+                        let text = pair.base().piece(token);
+                        let record = PairRecord {
+                            id: &rows[i].id,
+                            position,
+                            token: token.0,
+                            text: &text,
+                            metrics: m,
+                        };
+                        write_record(&mut out, &record)?;
+                    }
+                    Ok(())
+                },
+                |n| progress.inc(n as u64),
+            )?;
+            progress.finish_and_clear();
+            out.commit()
+                .with_context(|| format!("{}: could not write", args.output.display()))?;
+            let report = summary.finish();
+            if let Some(path) = &args.summary {
+                let json = serde_json::to_vec_pretty(&report)?;
+                write_atomic(path, &json)
+                    .with_context(|| format!("{}: could not write", path.display()))?;
+            }
+            if !args.quiet {
+                eprintln!("{report}");
+            }
+        }
+        None => {
+            let model = Model::load(&args.pair.base, &load)?;
+            let options = score_options(&args, &model, threads)?;
+            let sequences = sequences(&args, &model, &rows, &source_name, options.n_ctx)?;
+            let mut scorer = Scorer::for_model(&model, options)?;
+            let mut out = Output::create(&args.output)
+                .with_context(|| format!("{}: could not create", args.output.display()))?;
+            let progress = progress_bar(&sequences, args.quiet);
+            let (mut n, mut sum_logp, mut sum_entropy) = (0usize, 0.0f64, 0.0f64);
+            scorer.score_single(
+                &sequences,
+                |i, scores| {
+                    for (position, (m, &token)) in
+                        scores.iter().zip(&sequences[i].response).enumerate()
+                    {
+                        n += 1;
+                        sum_logp += m.logp;
+                        sum_entropy += m.entropy;
+                        let text = model.piece(token);
+                        let record = SingleRecord {
+                            id: &rows[i].id,
+                            position,
+                            token: token.0,
+                            text: &text,
+                            metrics: m,
+                        };
+                        write_record(&mut out, &record)?;
+                    }
+                    Ok(())
+                },
+                |k| progress.inc(k as u64),
+            )?;
+            progress.finish_and_clear();
+            out.commit()
+                .with_context(|| format!("{}: could not write", args.output.display()))?;
+            let nf = n.max(1) as f64;
+            let report = serde_json::json!({
+                "n_rows": sequences.len(),
+                "n_tokens": n,
+                "mean_logp": sum_logp / nf,
+                "perplexity": (-sum_logp / nf).exp(),
+                "mean_entropy": sum_entropy / nf,
+            });
+            if let Some(path) = &args.summary {
+                write_atomic(path, &serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("{}: could not write", path.display()))?;
+            }
+            if !args.quiet {
+                eprintln!(
+                    "{} rows, {n} tokens: mean log p {:.4}, perplexity {:.3}, mean entropy {:.4}",
+                    sequences.len(),
+                    sum_logp / nf,
+                    (-sum_logp / nf).exp(),
+                    sum_entropy / nf
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Result<ScoreOptions> {
+    if args.model.batch_size == 0 {
+        anyhow::bail!("invalid --batch-size: must be at least 1");
+    }
+    let overlap = match args.overlap {
+        OverlapArg::Sequential => Overlap::Sequential,
+        OverlapArg::Concurrent => Overlap::Concurrent,
+        OverlapArg::Auto => Overlap::Sequential,
+    };
+    Ok(ScoreOptions {
+        n_ctx: args.model.ctx_size(model.n_ctx_train())?,
+        n_batch: args.model.batch_size,
+        n_seq: args.sequences,
+        threads,
+        overlap,
+    })
+}
+
+/// Render and tokenize every row up front, so that a bad row fails before
+/// any decoding starts.
+fn sequences(
+    args: &ScoreArgs,
+    model: &Model,
+    rows: &[InputRow],
+    source_name: &str,
+    n_ctx: u32,
+) -> anyhow::Result<Vec<ScoreSequence>> {
+    let format = PromptFormat::for_model(model, args.raw)?;
+    let n_ctx = n_ctx as usize;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let label = format!("{source_name}:{} (id {})", row.line, row.id);
+        let mut seq = format.score_sequence(model, &row.body, label)?;
+        let len = seq.prompt.len() + seq.response.len();
+        if len > n_ctx && args.truncate && seq.prompt.len() < n_ctx {
+            let keep = n_ctx - seq.prompt.len();
+            tracing::warn!(
+                "{}: response cut from {} to {keep} tokens to fit --ctx-size {n_ctx}",
+                seq.label,
+                seq.response.len()
+            );
+            seq.response.truncate(keep);
+        } else if len > n_ctx {
+            return Err(RuntimeError::TooLong {
+                row: seq.label,
+                n_tokens: len,
+                n_ctx,
+            }
+            .into());
+        }
+        out.push(seq);
+    }
+    Ok(out)
+}
+
+fn progress_bar(sequences: &[ScoreSequence], quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let total: usize = sequences
+        .iter()
+        .map(|s| s.prompt.len() + s.response.len())
+        .sum();
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "scoring [{bar:30}] {human_pos}/{human_len} tokens ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn write_record(out: &mut Output, record: &impl Serialize) -> Result<(), RuntimeError> {
+    let mut line = serde_json::to_vec(record).map_err(|e| RuntimeError::Output(e.to_string()))?;
+    line.push(b'\n');
+    out.write_all(&line)
+        .map_err(|e| RuntimeError::Output(format!("could not write the output: {e}")))
+}

@@ -1,0 +1,36 @@
+//! Pure-Rust GGUF v2/v3 reading and v3 writing.
+//!
+//! - [`GgufFile`] parses the header, metadata and tensor infos, checking every
+//!   count and length against the bytes left before allocating; tensor data is
+//!   read only on request ([`GgufFile::read_tensor_data`]).
+//! - [`GgufWriter`] builds files and writes them atomically.
+//! - [`lora`] writes LoRA adapters in the layout llama.cpp loads and makes
+//!   initial adapters shaped after a base model.
+//! - [`Inspection`] summarises a file for people.
+//! - [`fixtures`] builds the tiny deterministic models and adapters tests use.
+
+mod error;
+mod f16;
+pub mod fixtures;
+mod ggml_type;
+mod inspect;
+pub mod lora;
+mod reader;
+pub(crate) mod rng;
+mod tensor;
+mod value;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{GgufError, Origin};
+pub use f16::{f16_to_f32, f32_to_f16};
+pub use fixtures::{tiny_llama, write_fixtures, TinyLlamaConfig};
+pub use ggml_type::{GgmlType, ALL_GGML_TYPES};
+pub use inspect::{file_type_name, FileKind, Inspection};
+pub use lora::{lora_adapter_writer, lora_for_model, write_lora_adapter, LoraInit, LoraTensor};
+pub use reader::{GgufFile, DEFAULT_ALIGNMENT, GGUF_MAGIC};
+pub use tensor::TensorInfo;
+pub use value::{Array, Value, ValueType};
+pub use writer::{write_atomic, GgufWriter};

@@ -1,0 +1,38 @@
+//! dlogp: the direction of RLVR updates, Δlog p = log p_RL − log p_base,
+//! measured and exploited on GGUF models through llama.cpp.
+//!
+//! # Pipeline
+//!
+//! ```text
+//!  rows.jsonl ──► io::read_rows ──► runtime::PromptFormat (chat template, tokenizer)
+//!                                        │
+//!  base.gguf ─┐                          ▼
+//!             ├─► runtime::ModelPair ──► runtime::Scorer (packed batches, two contexts)
+//!  rl.gguf /  ┘                          │  raw logits of both models per position
+//!  adapter                               ▼
+//!                               sampler::token_metrics (Δlog p, entropy, KL, JS, ranks)
+//!                                        │
+//!                                        ▼
+//!                     tokens.jsonl + analysis::ScoreSummary (quantiles, sparsity)
+//! ```
+//!
+//! - [`gguf`]: a pure-Rust GGUF v3 reader and writer (headers, metadata,
+//!   tensor infos, LoRA adapters, test fixtures), used to validate every file
+//!   before llama.cpp sees it and to write adapters llama.cpp loads.
+//! - [`runtime`]: the only module that talks to llama.cpp.
+//! - [`sampler`]: pure math over logit slices; no FFI.
+//! - [`analysis`]: summary statistics.
+//! - [`io`]: JSONL rows in, atomic files out.
+//! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
+//!   progress bars).
+
+pub mod analysis;
+pub mod cli;
+pub mod gguf;
+pub mod io;
+pub mod runtime;
+pub mod sampler;
+
+pub use gguf::{GgufFile, GgufWriter};
+pub use runtime::{ModelPair, PairSpec, RlSource, Scorer};
+pub use sampler::{token_metrics, TokenMetrics};

@@ -1,0 +1,17 @@
+//! The `dlogp` command: parse, run, map errors to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = dlogp::cli::Cli::parse();
+    dlogp::cli::init_logging(cli.verbose);
+    match dlogp::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            dlogp::cli::report_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

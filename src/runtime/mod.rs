@@ -1,0 +1,80 @@
+//! The only user of llama.cpp (through `llama-cpp-2`): the backend, models,
+//! pairs, chat templates and batched teacher-forced scoring.
+
+mod backend;
+mod eval;
+pub mod chat;
+mod model;
+mod pair;
+mod prompt;
+mod score;
+
+use std::path::PathBuf;
+
+pub use backend::{backend, default_threads};
+pub use eval::plain_logits;
+pub use llama_cpp_2::context::LlamaContext;
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
+pub use llama_cpp_2::token::LlamaToken;
+pub use model::{ContextOptions, LoadOptions, Model};
+pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
+pub use prompt::PromptFormat;
+pub use score::{Overlap, ScoreOptions, ScoreSequence, Scorer};
+
+use crate::gguf::GgufError;
+
+/// Everything that can go wrong between dlogp and llama.cpp.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("could not initialise llama.cpp: {0}")]
+    Backend(String),
+    #[error("{path}: no such file\nhint: check the path; the default model is fetched by scripts/fetch-model.sh")]
+    NotFound { path: PathBuf },
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: metadata key `{key}` is missing")]
+    MissingKey { path: PathBuf, key: &'static str },
+    #[error("{path} is a LoRA adapter, not a model\nhint: pass adapters with --rl-lora")]
+    AdapterGivenAsModel { path: PathBuf },
+    #[error("{path} is not a LoRA adapter (needs general.type = \"adapter\" and adapter.type = \"lora\")")]
+    NotAnAdapter { path: PathBuf },
+    #[error("{adapter} is an adapter for architecture `{adapter_arch}`, but {model} is `{model_arch}`")]
+    AdapterArchitecture {
+        adapter: PathBuf,
+        adapter_arch: String,
+        model: PathBuf,
+        model_arch: String,
+    },
+    #[error("{adapter} does not fit {model}: {detail}")]
+    AdapterTensor {
+        adapter: PathBuf,
+        model: PathBuf,
+        detail: String,
+    },
+    #[error("llama.cpp could not load {path}: {reason} (its log above says why)")]
+    Load { path: PathBuf, reason: String },
+    #[error("llama.cpp could not create a context for {path}: {reason}")]
+    Context { path: PathBuf, reason: String },
+    #[error("{base} and {rl} have different vocabularies: {detail}\nhint: a pair must share one tokenizer; use models from the same family")]
+    VocabMismatch {
+        base: PathBuf,
+        rl: PathBuf,
+        detail: String,
+    },
+    #[error("invalid {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+    #[error("{row}: {n_tokens} tokens do not fit the context of {n_ctx}\nhint: raise --ctx-size, or pass --truncate to cut long responses")]
+    TooLong {
+        row: String,
+        n_tokens: usize,
+        n_ctx: usize,
+    },
+    #[error("{row}: {reason}")]
+    Row { row: String, reason: String },
+    #[error("llama.cpp failed to decode on the {model} model: {reason}")]
+    Decode { model: &'static str, reason: String },
+    #[error("internal batching error: {0}")]
+    Batch(String),
+    #[error("{0}")]
+    Output(String),
+}

@@ -1,0 +1,258 @@
+//! One GGUF model loaded in llama.cpp, with the checks that keep llama.cpp
+//! from ever seeing a file it would choke on.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+
+use super::{backend, RuntimeError};
+use crate::gguf::GgufFile;
+
+/// How to load a model: where its layers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Layers to offload to the GPU (ignored by CPU-only builds).
+    pub n_gpu_layers: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { n_gpu_layers: 999 }
+    }
+}
+
+/// How to size one llama.cpp context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextOptions {
+    /// Context length in tokens, shared by all sequences of the context.
+    pub n_ctx: u32,
+    /// Largest number of tokens per `llama_decode` call.
+    pub n_batch: u32,
+    /// Number of parallel sequences.
+    pub n_seq: u32,
+    /// CPU threads for this context.
+    pub threads: usize,
+}
+
+/// A loaded model plus its parsed GGUF header.
+pub struct Model {
+    inner: LlamaModel,
+    path: PathBuf,
+    header: GgufFile,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("path", &self.path).finish()
+    }
+}
+
+/// Parse a GGUF header, turning "no such file" into its own error.
+pub(crate) fn read_header(path: &Path) -> Result<GgufFile, RuntimeError> {
+    if !path.exists() {
+        return Err(RuntimeError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(GgufFile::open(path)?)
+}
+
+impl Model {
+    /// Load a GGUF model. The file is validated by dlogp's own GGUF reader
+    /// first, so a corrupt or truncated file is a clear error, not an abort.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, RuntimeError> {
+        let header = read_header(path)?;
+        if header.get_str("general.type") == Some("adapter") {
+            return Err(RuntimeError::AdapterGivenAsModel {
+                path: path.to_path_buf(),
+            });
+        }
+        if header.architecture().is_none() {
+            return Err(RuntimeError::MissingKey {
+                path: path.to_path_buf(),
+                key: "general.architecture",
+            });
+        }
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let inner = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+            RuntimeError::Load {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+        tracing::debug!(path = %path.display(), "loaded model");
+        Ok(Model {
+            inner,
+            path: path.to_path_buf(),
+            header,
+        })
+    }
+
+    /// Load a LoRA adapter for this model, after checking that it is an
+    /// adapter, for this architecture, and that every tensor it patches
+    /// exists in the model with matching shapes.
+    pub fn load_adapter(&mut self, path: &Path) -> Result<LlamaLoraAdapter, RuntimeError> {
+        let adapter = read_header(path)?;
+        check_adapter(&self.header, &self.path, &adapter, path)?;
+        self.inner
+            .lora_adapter_init(path)
+            .map_err(|e| RuntimeError::Load {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A new llama.cpp context over this model.
+    pub fn new_context(&self, options: &ContextOptions) -> Result<LlamaContext<'_>, RuntimeError> {
+        let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(options.n_ctx))
+            .with_n_batch(options.n_batch)
+            .with_n_ubatch(options.n_batch)
+            .with_n_seq_max(options.n_seq.max(1))
+            .with_kv_unified(true)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        self.inner
+            .new_context(backend()?, params)
+            .map_err(|e| RuntimeError::Context {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The file this model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed GGUF header (metadata and tensor infos).
+    pub fn header(&self) -> &GgufFile {
+        &self.header
+    }
+
+    /// The underlying llama.cpp model.
+    pub fn llama(&self) -> &LlamaModel {
+        &self.inner
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> usize {
+        usize::try_from(self.inner.vocab().n_tokens()).unwrap_or(0)
+    }
+
+    /// The context length the model was trained with.
+    pub fn n_ctx_train(&self) -> u32 {
+        self.inner.n_ctx_train()
+    }
+
+    /// Tokenize text. `add_bos` adds the beginning-of-sequence token when the
+    /// model asks for one; special tokens written in the text are parsed.
+    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<LlamaToken> {
+        self.inner.vocab().tokenize(text.as_bytes(), add_bos, true)
+    }
+
+    /// The text of one token (lossy for partial UTF-8 byte tokens).
+    pub fn piece(&self, token: LlamaToken) -> String {
+        let bytes = self.inner.vocab().token_to_piece(token, true, None);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Whether the token ends generation.
+    pub fn is_eog(&self, token: LlamaToken) -> bool {
+        self.inner.vocab().is_eog(token)
+    }
+
+    /// The beginning-of-sequence token text, if the model adds one.
+    pub fn bos_text(&self) -> Option<String> {
+        let vocab = self.inner.vocab();
+        if !vocab.should_add_bos() {
+            return None;
+        }
+        vocab.text(vocab.bos()).map(|t| t.to_string_lossy().into_owned())
+    }
+
+    /// The token text of a special token id, or "" when the model has none.
+    pub fn special_text(&self, token: LlamaToken) -> String {
+        if token.0 < 0 {
+            return String::new();
+        }
+        self.inner
+            .vocab()
+            .text(token)
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The GGUF's Jinja chat template, if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.header.get_str("tokenizer.chat_template")
+    }
+}
+
+/// Check an adapter header against the model it is meant for.
+fn check_adapter(
+    model: &GgufFile,
+    model_path: &Path,
+    adapter: &GgufFile,
+    adapter_path: &Path,
+) -> Result<(), RuntimeError> {
+    let not_adapter = || RuntimeError::NotAnAdapter {
+        path: adapter_path.to_path_buf(),
+    };
+    if adapter.get_str("general.type") != Some("adapter") {
+        return Err(not_adapter());
+    }
+    if adapter.get_str("adapter.type") != Some("lora") {
+        return Err(not_adapter());
+    }
+    let model_arch = model.architecture().unwrap_or("?");
+    let adapter_arch = adapter.architecture().unwrap_or("?");
+    if model_arch != adapter_arch {
+        return Err(RuntimeError::AdapterArchitecture {
+            adapter: adapter_path.to_path_buf(),
+            adapter_arch: adapter_arch.to_string(),
+            model: model_path.to_path_buf(),
+            model_arch: model_arch.to_string(),
+        });
+    }
+    for tensor in &adapter.tensors {
+        let (base_name, is_a) = if let Some(base) = tensor.name.strip_suffix(".lora_a") {
+            (base, true)
+        } else if let Some(base) = tensor.name.strip_suffix(".lora_b") {
+            (base, false)
+        } else {
+            continue;
+        };
+        let Some(base) = model.tensor(base_name) else {
+            return Err(RuntimeError::AdapterTensor {
+                adapter: adapter_path.to_path_buf(),
+                model: model_path.to_path_buf(),
+                detail: format!("it patches `{base_name}`, which the model does not have"),
+            });
+        };
+        // ggml shapes: base [n_in, n_out], A [n_in, r], B [r, n_out].
+        let fits = match (base.dims.as_slice(), tensor.dims.as_slice()) {
+            ([n_in, _], [a_in, _]) if is_a => a_in == n_in,
+            ([_, n_out], [_, b_out]) if !is_a => b_out == n_out,
+            _ => false,
+        };
+        if !fits {
+            return Err(RuntimeError::AdapterTensor {
+                adapter: adapter_path.to_path_buf(),
+                model: model_path.to_path_buf(),
+                detail: format!(
+                    "`{}` has shape {:?}, which does not fit `{base_name}` of shape {:?}",
+                    tensor.name, tensor.dims, base.dims
+                ),
+            });
+        }
+    }
+    Ok(())
+}

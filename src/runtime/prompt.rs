@@ -1,0 +1,123 @@
+//! From input rows to token sequences: chat templates (rendered exactly as
+//! the GGUF's Jinja template says) or raw text, then the model's tokenizer.
+
+use super::chat::{ChatMessage, ChatTemplate};
+use super::model::Model;
+use super::score::ScoreSequence;
+use super::RuntimeError;
+use crate::io::RowBody;
+
+/// How prompts are turned into text before tokenization.
+pub struct PromptFormat {
+    template: Option<ChatTemplate>,
+    bos: String,
+    eos: String,
+    add_bos: bool,
+}
+
+impl PromptFormat {
+    /// Use the model's chat template unless `raw` is set (or the model has
+    /// none, in which case prompts are used as written).
+    pub fn for_model(model: &Model, raw: bool) -> Result<PromptFormat, RuntimeError> {
+        let template = match (raw, model.chat_template()) {
+            (false, Some(source)) => {
+                Some(
+                    ChatTemplate::new(source).map_err(|e| RuntimeError::InvalidOption {
+                        name: "chat template",
+                        reason: format!("{}: {e}\nhint: pass --raw to skip it", model.path().display()),
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let vocab = model.llama().vocab();
+        Ok(PromptFormat {
+            template,
+            bos: model.special_text(vocab.bos()),
+            eos: model.special_text(vocab.eos()),
+            add_bos: vocab.should_add_bos(),
+        })
+    }
+
+    /// Whether a chat template is applied.
+    pub fn uses_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// The prompt text for a single user turn.
+    pub fn user_prompt(&self, prompt: &str) -> Result<String, String> {
+        match &self.template {
+            None => Ok(prompt.to_string()),
+            Some(t) => t
+                .render(
+                    &[ChatMessage {
+                        role: "user".to_string(),
+                        content: prompt.to_string(),
+                    }],
+                    true,
+                    &self.bos,
+                    &self.eos,
+                )
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The prompt text for a conversation, ready for the assistant's turn.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, String> {
+        match &self.template {
+            None => Err("chat rows need a chat template, and this model has none \
+                         (or --raw was given)\nhint: use {\"prompt\", \"response\"} rows"
+                .to_string()),
+            Some(t) => t
+                .render(messages, true, &self.bos, &self.eos)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Tokenize a prompt, adding BOS when the model wants one and the
+    /// rendered text does not already start with it.
+    pub fn tokenize_prompt(&self, model: &Model, text: &str) -> Vec<super::LlamaToken> {
+        let has_bos = !self.bos.is_empty() && text.starts_with(&self.bos);
+        model.tokenize(text, self.add_bos && !has_bos)
+    }
+
+    /// The prompt and the scored response of a row.
+    pub fn score_sequence(
+        &self,
+        model: &Model,
+        body: &RowBody,
+        label: String,
+    ) -> Result<ScoreSequence, RuntimeError> {
+        let row_err = |reason: String| RuntimeError::Row {
+            row: label.clone(),
+            reason,
+        };
+        let (prompt, response) = match body {
+            RowBody::Completion { prompt, response } => {
+                let Some(response) = response else {
+                    return Err(row_err("a scored row needs a `response`".to_string()));
+                };
+                (self.user_prompt(prompt).map_err(row_err)?, response.clone())
+            }
+            RowBody::Chat { messages } => {
+                let Some(last) = messages.iter().rposition(|m| m.role == "assistant") else {
+                    return Err(row_err(
+                        "`messages` has no assistant message to score".to_string(),
+                    ));
+                };
+                (
+                    self.chat_prompt(&messages[..last]).map_err(row_err)?,
+                    messages[last].content.clone(),
+                )
+            }
+        };
+        if response.is_empty() {
+            return Err(row_err("the response is empty".to_string()));
+        }
+        Ok(ScoreSequence {
+            label: label.clone(),
+            prompt: self.tokenize_prompt(model, &prompt),
+            response: model.tokenize(&response, false),
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! Batched teacher-forced scoring of (prompt, response) token sequences on a
+//! model pair.
+//!
+//! Rows are packed into `llama_decode` batches as parallel sequences (several
+//! short rows share a batch; a long row is fed in chunks of `n_batch`), the
+//! base and RL contexts decode the same batch (concurrently on two OS threads
+//! when that is enabled), and every response position gets the full-vocabulary
+//! metrics of [`crate::sampler::token_metrics`]. Results come back in row order.
+
+use std::collections::BTreeMap;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+
+use super::model::{ContextOptions, Model};
+use super::pair::ModelPair;
+use super::RuntimeError;
+use crate::sampler::{single_metrics, token_metrics, MetricsError, SingleMetrics, TokenMetrics};
+
+/// One sequence to score: the prompt (context only) and the response (scored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreSequence {
+    /// How errors name this row, e.g. `rows.jsonl:3`.
+    pub label: String,
+    pub prompt: Vec<LlamaToken>,
+    pub response: Vec<LlamaToken>,
+}
+
+impl ScoreSequence {
+    fn len(&self) -> usize {
+        self.prompt.len() + self.response.len()
+    }
+
+    fn token(&self, i: usize) -> LlamaToken {
+        if i < self.prompt.len() {
+            self.prompt[i]
+        } else {
+            self.response[i - self.prompt.len()]
+        }
+    }
+}
+
+/// How the two models are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// One context after the other, each with all threads.
+    Sequential,
+    /// Both contexts at once on two OS threads, each with half the threads.
+    Concurrent,
+}
+
+/// Scoring configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreOptions {
+    /// Total context (KV) size shared by the packed sequences; also the
+    /// longest row that can be scored.
+    pub n_ctx: u32,
+    /// Tokens per decode call.
+    pub n_batch: u32,
+    /// Rows decoded side by side.
+    pub n_seq: u32,
+    /// Threads in all.
+    pub threads: usize,
+    pub overlap: Overlap,
+}
+
+/// Teacher-forced evaluation of rows on one model or a pair; owns one
+/// context per model.
+pub struct Scorer<'m> {
+    contexts: Vec<LlamaContext<'m>>,
+    options: ScoreOptions,
+}
+
+struct Active<T> {
+    row: usize,
+    seq: i32,
+    fed: usize,
+    scores: Vec<T>,
+}
+
+impl<'m> Scorer<'m> {
+    /// A scorer over both models of a pair.
+    pub fn for_pair(pair: &'m ModelPair, options: ScoreOptions) -> Result<Self, RuntimeError> {
+        let ctx = Self::context_options(&options, 2)?;
+        let contexts = vec![pair.base_context(&ctx)?, pair.rl_context(&ctx)?];
+        Ok(Scorer { contexts, options })
+    }
+
+    /// A scorer over one model (the single-model reference).
+    pub fn for_model(model: &'m Model, options: ScoreOptions) -> Result<Self, RuntimeError> {
+        let ctx = Self::context_options(&options, 1)?;
+        let contexts = vec![model.new_context(&ctx)?];
+        Ok(Scorer { contexts, options })
+    }
+
+    fn context_options(
+        options: &ScoreOptions,
+        n_models: usize,
+    ) -> Result<ContextOptions, RuntimeError> {
+        if options.n_batch == 0 || options.n_ctx == 0 || options.n_seq == 0 {
+            return Err(RuntimeError::InvalidOption {
+                name: "--batch-size/--ctx-size/--sequences",
+                reason: "must be positive".to_string(),
+            });
+        }
+        let threads = match options.overlap {
+            Overlap::Sequential => options.threads.max(1),
+            Overlap::Concurrent => (options.threads / n_models).max(1),
+        };
+        Ok(ContextOptions {
+            n_ctx: options.n_ctx,
+            n_batch: options.n_batch,
+            n_seq: options.n_seq,
+            threads,
+        })
+    }
+
+    /// The longest row (prompt + response tokens) this scorer accepts.
+    pub fn max_tokens(&self) -> usize {
+        self.options.n_ctx as usize
+    }
+
+    /// Score every row on a pair: the metrics of METHOD.md §1 for every
+    /// response token. See [`Scorer::run`] for the callbacks.
+    pub fn score_pair(
+        &mut self,
+        rows: &[ScoreSequence],
+        on_row: impl FnMut(usize, Vec<TokenMetrics>) -> Result<(), RuntimeError>,
+        on_progress: impl FnMut(usize),
+    ) -> Result<(), RuntimeError> {
+        if self.contexts.len() != 2 {
+            return Err(RuntimeError::Batch("score_pair needs a pair scorer".to_string()));
+        }
+        self.run(
+            rows,
+            |logits, target| token_metrics(logits[0], logits[1], target),
+            on_row,
+            on_progress,
+        )
+    }
+
+    /// Score every row on the first model alone: each response token's
+    /// log-probability, the entropy and the token's rank.
+    pub fn score_single(
+        &mut self,
+        rows: &[ScoreSequence],
+        on_row: impl FnMut(usize, Vec<SingleMetrics>) -> Result<(), RuntimeError>,
+        on_progress: impl FnMut(usize),
+    ) -> Result<(), RuntimeError> {
+        self.run(
+            rows,
+            |logits, target| single_metrics(logits[0], target),
+            on_row,
+            on_progress,
+        )
+    }
+
+    /// The evaluation loop. `per_position(logits, target)` gets each model's
+    /// raw logits at a response position and the token that follows;
+    /// `on_row(index, results)` is called once per row, in row order, with
+    /// one result per response token; `on_progress(tokens)` after every
+    /// decode with the number of tokens just evaluated.
+    pub fn run<T>(
+        &mut self,
+        rows: &[ScoreSequence],
+        per_position: impl Fn(&[&[f32]], usize) -> Result<T, MetricsError>,
+        mut on_row: impl FnMut(usize, Vec<T>) -> Result<(), RuntimeError>,
+        mut on_progress: impl FnMut(usize),
+    ) -> Result<(), RuntimeError> {
+        for row in rows {
+            if row.prompt.is_empty() {
+                return Err(RuntimeError::Row {
+                    row: row.label.clone(),
+                    reason: "the prompt has no tokens (the first response token needs context; \
+                             the model adds no BOS token)"
+                        .to_string(),
+                });
+            }
+            if row.response.is_empty() {
+                return Err(RuntimeError::Row {
+                    row: row.label.clone(),
+                    reason: "the response is empty".to_string(),
+                });
+            }
+            if row.len() > self.max_tokens() {
+                return Err(RuntimeError::TooLong {
+                    row: row.label.clone(),
+                    n_tokens: row.len(),
+                    n_ctx: self.max_tokens(),
+                });
+            }
+        }
+
+        let n_batch = self.options.n_batch as usize;
+        let n_seq = self.options.n_seq as i32;
+        let mut batches: Vec<LlamaBatch> = (0..self.contexts.len())
+            .map(|_| LlamaBatch::new(n_batch, n_seq))
+            .collect();
+        let mut free_seqs: Vec<i32> = (0..n_seq).rev().collect();
+        let mut active: Vec<Active<T>> = Vec::new();
+        let mut kv_used = 0usize;
+        let mut next_row = 0usize;
+        let mut done: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        let mut next_emit = 0usize;
+        // (index in active, position in the row) for each batch entry
+        let mut entries: Vec<(usize, usize)> = Vec::with_capacity(n_batch);
+
+        for ctx in &mut self.contexts {
+            ctx.clear_kv_cache();
+        }
+        while next_emit < rows.len() {
+            // Admit rows while a sequence slot and KV room are free.
+            while next_row < rows.len()
+                && kv_used + rows[next_row].len() <= self.max_tokens()
+            {
+                let Some(seq) = free_seqs.pop() else { break };
+                kv_used += rows[next_row].len();
+                active.push(Active {
+                    row: next_row,
+                    seq,
+                    fed: 0,
+                    scores: Vec::with_capacity(rows[next_row].response.len()),
+                });
+                next_row += 1;
+            }
+
+            // Fill one batch, oldest rows first.
+            for batch in &mut batches {
+                batch.clear();
+            }
+            entries.clear();
+            for (slot, a) in active.iter_mut().enumerate() {
+                let row = &rows[a.row];
+                let take = (row.len() - a.fed).min(n_batch - entries.len());
+                let first_out = row.prompt.len() - 1;
+                for pos in a.fed..a.fed + take {
+                    let wants = pos >= first_out && pos + 1 < row.len();
+                    let token = row.token(pos);
+                    let p = pos as i32;
+                    for batch in &mut batches {
+                        batch
+                            .add(token, p, &[a.seq], wants)
+                            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
+                    }
+                    entries.push((slot, pos));
+                }
+                a.fed += take;
+                if entries.len() == n_batch {
+                    break;
+                }
+            }
+            if entries.is_empty() {
+                break;
+            }
+
+            self.decode(&mut batches)?;
+            on_progress(entries.len());
+
+            for (i, &(slot, pos)) in entries.iter().enumerate() {
+                let a = &mut active[slot];
+                let row = &rows[a.row];
+                if pos + 1 < row.prompt.len() || pos + 1 >= row.len() {
+                    continue;
+                }
+                let target = row.token(pos + 1);
+                let i = i as i32;
+                let logits: Vec<&[f32]> =
+                    self.contexts.iter().map(|c| c.get_logits_ith(i)).collect();
+                let m = per_position(&logits, target.0 as usize).map_err(|e| RuntimeError::Row {
+                    row: row.label.clone(),
+                    reason: format!("at response token {}: {e}", pos + 1 - row.prompt.len()),
+                })?;
+                a.scores.push(m);
+            }
+
+            // Retire finished rows and free their sequences.
+            let mut k = 0;
+            while k < active.len() {
+                if active[k].fed == rows[active[k].row].len() {
+                    let a = active.remove(k);
+                    for ctx in &mut self.contexts {
+                        ctx.clear_kv_cache_seq(Some(a.seq as u32), None, None)
+                            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
+                    }
+                    kv_used -= rows[a.row].len();
+                    free_seqs.push(a.seq);
+                    done.insert(a.row, a.scores);
+                } else {
+                    k += 1;
+                }
+            }
+            while let Some(scores) = done.remove(&next_emit) {
+                on_row(next_emit, scores)?;
+                next_emit += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, batches: &mut [LlamaBatch]) -> Result<(), RuntimeError> {
+        let err = |k: usize, e: llama_cpp_2::DecodeError| RuntimeError::Decode {
+            model: if k == 0 { "base" } else { "RL" },
+            reason: e.to_string(),
+        };
+        let concurrent = self.options.overlap == Overlap::Concurrent;
+        match (&mut self.contexts[..], batches) {
+            ([first, second], [b0, b1]) if concurrent => std::thread::scope(|s| {
+                let handle = s.spawn(move || second.decode(b1));
+                first.decode(b0).map_err(|e| err(0, e))?;
+                match handle.join() {
+                    Ok(r) => r.map_err(|e| err(1, e)),
+                    Err(_) => Err(RuntimeError::Decode {
+                        model: "RL",
+                        reason: "the decoding thread panicked".to_string(),
+                    }),
+                }
+            }),
+            (contexts, batches) => {
+                for (k, (ctx, batch)) in contexts.iter_mut().zip(batches).enumerate() {
+                    ctx.decode(batch).map_err(|e| err(k, e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    let path = root().join("gguf").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing; regenerate with `dlogp fixtures --out gguf`",
+        path.display()
+    );
+    path
+}
+
+/// The real default model. Its absence is a failure, not a skip: the test
+/// set-up (scripts/test.sh) fetches it.
+pub fn smollm2() -> PathBuf {
+    let path = root().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing; run scripts/fetch-model.sh",
+        path.display()
+    );
+    path
+}
+
+pub fn dlogp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dlogp"))
+        .args(args)
+        .env("DLOGP_LOG", "warn")
+        .output()
+        .expect("the dlogp binary runs")
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run `dlogp score` with these extra arguments into a file in `dir`, and
+/// return the parsed token records; panics with stderr on failure.
+pub fn score(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let out_path = dir.join(format!("tokens-{}.jsonl", unique()));
+    let mut all: Vec<&str> = vec!["score", "--quiet", "--output", p(&out_path)];
+    all.extend_from_slice(args);
+    let out = dlogp(&all);
+    assert!(out.status.success(), "dlogp score failed: {}", stderr(&out));
+    read_jsonl(&out_path)
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("output exists")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+pub fn write_rows(dir: &Path, name: &str, rows: &[Value]) -> PathBuf {
+    let path = dir.join(name);
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+pub fn f(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is a number in {v}"))
+}
+
+/// Rows for the tiny fixtures: plain text over their small vocabulary.
+pub fn tiny_rows() -> Vec<Value> {
+    vec![
+        serde_json::json!({"id": "a", "prompt": "the answer is", "response": " 1 + 2 = 3 and the answer is 3"}),
+        serde_json::json!({"prompt": "e t e", "response": "a tea at the eat"}),
+        serde_json::json!({"id": 7, "messages": [
+            {"role": "user", "content": "what is 2 + 2"},
+            {"role": "assistant", "content": "the answer is 4"}
+        ]}),
+    ]
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real llama.cpp on committed fixtures (gguf/tiny-*.gguf)
+//! and on the real SmolLM2-135M-Instruct (fetched by scripts/fetch-model.sh).
+
+mod common;
+mod errors;
+mod score;
+mod smollm2;

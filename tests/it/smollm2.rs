@@ -1,0 +1,135 @@
+//! The same checks on the real default model, SmolLM2-135M-Instruct (Q4_1).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn lora(dir: &Path, init: &str) -> PathBuf {
+    let path = dir.join(format!("smollm2-{init}.gguf"));
+    let out = dlogp(&[
+        "lora-init", "--base", p(&smollm2()), "--out", p(&path),
+        "--rank", "4", "--targets", "attn_q,attn_v,ffn_up", "--init", init, "--std", "0.05",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    path
+}
+
+fn rows() -> PathBuf {
+    root().join("tests/data/score-rows.jsonl")
+}
+
+#[test]
+fn zero_and_random_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = smollm2();
+    let zero = score(
+        dir.path(),
+        &["--base", p(&base), "--rl-lora", p(&lora(dir.path(), "zero")), "--input", p(&rows())],
+    );
+    assert!(zero.len() > 100);
+    for r in &zero {
+        for key in ["dlogp", "kl", "kl_r", "js"] {
+            assert_eq!(f(r, key), 0.0, "{key} in {r}");
+        }
+    }
+    let random = score(
+        dir.path(),
+        &["--base", p(&base), "--rl-lora", p(&lora(dir.path(), "random")), "--input", p(&rows())],
+    );
+    assert_eq!(random.len(), zero.len());
+    let moved = random.iter().filter(|r| f(r, "dlogp").abs() > 1e-4).count();
+    assert!(moved * 2 > random.len(), "{moved}/{}", random.len());
+    for (z, r) in zero.iter().zip(&random) {
+        assert_eq!(z["token"], r["token"]);
+        // the base side does not depend on the RL side
+        assert_eq!(f(z, "logp_base"), f(r, "logp_base"));
+        assert!(f(r, "kl") >= 0.0 && f(r, "kl_r") >= 0.0);
+    }
+}
+
+#[test]
+fn same_model_twice_is_all_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = smollm2();
+    let records = score(dir.path(), &["--base", p(&base), "--rl", p(&base), "--input", p(&rows())]);
+    assert!(records.len() > 100);
+    for r in &records {
+        for key in ["dlogp", "kl", "kl_r", "js"] {
+            assert_eq!(f(r, key), 0.0, "{key} in {r}");
+        }
+        // a trained model puts real mass on text: most tokens are in its top 10
+        assert!(f(r, "logp_base") <= 0.0);
+    }
+    let top10 = records.iter().filter(|r| r["rank_base"].as_u64().unwrap() < 10).count();
+    assert!(top10 * 2 > records.len(), "SmolLM2 ranks most of its own tokens highly: {top10}/{}", records.len());
+}
+
+#[test]
+fn chat_rows_and_prompt_rows_render_through_the_same_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = smollm2();
+    let prompt = "What is 2 + 3?";
+    let response = "2 + 3 = 5. The answer is \\boxed{5}.";
+    let rows = write_rows(
+        dir.path(),
+        "rows.jsonl",
+        &[
+            json!({"prompt": prompt, "response": response}),
+            json!({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]}),
+        ],
+    );
+    let records = score(dir.path(), &["--base", p(&base), "--input", p(&rows)]);
+    let (a, b): (Vec<_>, Vec<_>) = records.iter().partition(|r| r["id"] == json!(1));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["token"], y["token"]);
+        assert_eq!(f(x, "logp"), f(y, "logp"));
+    }
+    // With --raw the prompt is not wrapped, so the context (and log-probs) differ.
+    let raw = score(dir.path(), &["--base", p(&base), "--input", p(&rows), "--raw"]);
+    assert!(raw.iter().zip(&records).any(|(x, y)| f(x, "logp") != f(y, "logp")));
+}
+
+#[test]
+fn vocabulary_mismatch_with_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("t.jsonl");
+    let out = dlogp(&[
+        "score", "--base", p(&smollm2()), "--rl", p(&fixture("tiny-llama.gguf")),
+        "--input", p(&rows()), "--output", p(&out_path),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("tiny-llama.gguf"), "{err}");
+    assert!(err.contains("49152 vs"), "{err}");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn truncated_copy_of_the_real_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = vec![0u8; 1 << 20];
+    use std::io::Read;
+    std::fs::File::open(smollm2()).unwrap().read_exact(&mut bytes).unwrap();
+    let cut = dir.path().join("smol-cut.gguf");
+    std::fs::write(&cut, &bytes).unwrap();
+    let out = dlogp(&["score", "--base", p(&cut), "--input", p(&rows()), "--output", p(&dir.path().join("o.jsonl"))]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("smol-cut.gguf"), "{err}");
+    assert!(!dir.path().join("o.jsonl").exists());
+}
+
+#[test]
+fn inspect_the_real_model() {
+    let out = dlogp(&["inspect", "--json", p(&smollm2())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["architecture"], json!("llama"));
+    assert_eq!(v["vocab_size"], json!(49152));
+    assert_eq!(v["has_chat_template"], json!(true));
+    assert_eq!(v["hyperparameters"]["block_count"], json!("30"));
+    assert!(v["tensor_types"]["Q4_1"].as_u64().unwrap() > 100, "{v}");
+}
