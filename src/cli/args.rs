@@ -21,6 +21,10 @@ pub struct ModelArgs {
     /// Tokens per llama.cpp decode call.
     #[arg(long, short = 'b', default_value_t = 512)]
     pub batch_size: u32,
+    /// Use flash attention (faster on some GPUs; on CPU it makes results
+    /// depend on how tokens are batched, so it is off by default).
+    #[arg(long)]
+    pub flash_attn: bool,
 }
 
 impl ModelArgs {

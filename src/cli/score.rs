@@ -108,7 +108,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             );
             let options = score_options(&args, pair.base(), threads)?;
             let sequences = sequences(&args, pair.base(), &rows, &source_name, options.n_ctx)?;
-            let mut scorer = Scorer::for_pair(&pair, options)?;
+            let mut scorer = Scorer::for_pair(&pair, options.fitted_to(&sequences))?;
             let mut out = Output::create(&args.output)
                 .with_context(|| format!("{}: could not create", args.output.display()))?;
             let mut summary = ScoreSummary::new();
@@ -152,7 +152,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let model = Model::load(&args.pair.base, &load)?;
             let options = score_options(&args, &model, threads)?;
             let sequences = sequences(&args, &model, &rows, &source_name, options.n_ctx)?;
-            let mut scorer = Scorer::for_model(&model, options)?;
+            let mut scorer = Scorer::for_model(&model, options.fitted_to(&sequences))?;
             let mut out = Output::create(&args.output)
                 .with_context(|| format!("{}: could not create", args.output.display()))?;
             let progress = progress_bar(&sequences, args.quiet);
@@ -224,6 +224,7 @@ fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Res
         n_seq: args.sequences,
         threads,
         overlap,
+        flash_attention: args.model.flash_attn,
     })
 }
 

@@ -29,7 +29,8 @@ impl Default for LoadOptions {
 /// How to size one llama.cpp context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextOptions {
-    /// Context length in tokens, shared by all sequences of the context.
+    /// Context length in tokens of each sequence (the KV cache holds
+    /// `n_ctx * n_seq` cells, split evenly between sequences).
     pub n_ctx: u32,
     /// Largest number of tokens per `llama_decode` call.
     pub n_batch: u32,
@@ -37,6 +38,11 @@ pub struct ContextOptions {
     pub n_seq: u32,
     /// CPU threads for this context.
     pub threads: usize,
+    /// Use flash attention. Off by default: on CPU, llama.cpp's flash
+    /// attention switches kernels with the batch size (at 64 tokens here), so
+    /// the same token got log-probs up to 0.5 nats apart depending on how it
+    /// was batched; without it, logits are bit-identical for any batching.
+    pub flash_attention: bool,
 }
 
 /// A loaded model plus its parsed GGUF header.
@@ -111,12 +117,26 @@ impl Model {
     /// A new llama.cpp context over this model.
     pub fn new_context(&self, options: &ContextOptions) -> Result<LlamaContext<'_>, RuntimeError> {
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
+        let n_seq = options.n_seq.max(1);
+        let total = options.n_ctx.checked_mul(n_seq).ok_or_else(|| RuntimeError::Context {
+            path: self.path.clone(),
+            reason: format!("{} sequences of {} tokens is too large", n_seq, options.n_ctx),
+        })?;
+        // A KV cache split per sequence: with a unified cache, sequences decoded
+        // in the same batch were seen to change each other's logits (by up to
+        // 0.1 nats on SmolLM2), while split caches reproduce single-sequence
+        // results bit for bit.
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(options.n_ctx))
+            .with_n_ctx(NonZeroU32::new(total))
             .with_n_batch(options.n_batch)
             .with_n_ubatch(options.n_batch)
-            .with_n_seq_max(options.n_seq.max(1))
-            .with_kv_unified(true)
+            .with_n_seq_max(n_seq)
+            .with_kv_unified(false)
+            .with_flash_attention_policy(if options.flash_attention {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+            } else {
+                llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+            })
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         self.inner

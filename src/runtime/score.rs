@@ -53,8 +53,8 @@ pub enum Overlap {
 /// Scoring configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScoreOptions {
-    /// Total context (KV) size shared by the packed sequences; also the
-    /// longest row that can be scored.
+    /// Context (KV) size of each sequence: the longest row that can be
+    /// scored. The KV cache holds `n_ctx * n_seq` tokens.
     pub n_ctx: u32,
     /// Tokens per decode call.
     pub n_batch: u32,
@@ -63,6 +63,24 @@ pub struct ScoreOptions {
     /// Threads in all.
     pub threads: usize,
     pub overlap: Overlap,
+    /// See [`ContextOptions::flash_attention`].
+    pub flash_attention: bool,
+}
+
+impl ScoreOptions {
+    /// Shrink the per-sequence context to what `rows` need (rounded up to
+    /// 256 tokens) and the sequence count to the number of rows, so the KV
+    /// cache is no larger than the work. Never grows either.
+    pub fn fitted_to(mut self, rows: &[ScoreSequence]) -> ScoreOptions {
+        let longest = rows.iter().map(ScoreSequence::len).max().unwrap_or(1);
+        let needed = u32::try_from(longest.div_ceil(256) * 256).unwrap_or(u32::MAX);
+        self.n_ctx = self.n_ctx.min(needed).max(1);
+        self.n_seq = self
+            .n_seq
+            .min(u32::try_from(rows.len()).unwrap_or(u32::MAX))
+            .max(1);
+        self
+    }
 }
 
 /// Teacher-forced evaluation of rows on one model or a pair; owns one
@@ -113,6 +131,7 @@ impl<'m> Scorer<'m> {
             n_batch: options.n_batch,
             n_seq: options.n_seq,
             threads,
+            flash_attention: options.flash_attention,
         })
     }
 
@@ -199,7 +218,6 @@ impl<'m> Scorer<'m> {
             .collect();
         let mut free_seqs: Vec<i32> = (0..n_seq).rev().collect();
         let mut active: Vec<Active<T>> = Vec::new();
-        let mut kv_used = 0usize;
         let mut next_row = 0usize;
         let mut done: BTreeMap<usize, Vec<T>> = BTreeMap::new();
         let mut next_emit = 0usize;
@@ -210,12 +228,9 @@ impl<'m> Scorer<'m> {
             ctx.clear_kv_cache();
         }
         while next_emit < rows.len() {
-            // Admit rows while a sequence slot and KV room are free.
-            while next_row < rows.len()
-                && kv_used + rows[next_row].len() <= self.max_tokens()
-            {
+            // Admit rows while a sequence slot is free.
+            while next_row < rows.len() {
                 let Some(seq) = free_seqs.pop() else { break };
-                kv_used += rows[next_row].len();
                 active.push(Active {
                     row: next_row,
                     seq,
@@ -283,7 +298,6 @@ impl<'m> Scorer<'m> {
                         ctx.clear_kv_cache_seq(Some(a.seq as u32), None, None)
                             .map_err(|e| RuntimeError::Batch(e.to_string()))?;
                     }
-                    kv_used -= rows[a.row].len();
                     free_seqs.push(a.seq);
                     done.insert(a.row, a.scores);
                 } else {

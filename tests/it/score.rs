@@ -90,7 +90,7 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
     let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
     let input = dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2 };
+    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2, flash_attention: false };
     let mut ctx = pair.rl_context(&opts).unwrap();
     let mut k = 0;
     for row in &input {
@@ -103,8 +103,10 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
             let r = &records[k];
             assert_eq!(r["token"], json!(tok.0));
             assert_eq!(r["position"], json!(j));
+            // Bit-identical logits (split KV cache, no flash attention), so
+            // only the f64 summation order differs.
             assert!(
-                (f(r, "logp_rl") - expected).abs() < 1e-4,
+                (f(r, "logp_rl") - expected).abs() < 1e-9,
                 "position {j}: {} vs plain {expected}", f(r, "logp_rl")
             );
             k += 1;
@@ -124,7 +126,9 @@ fn naive_log_softmax(logits: &[f32]) -> Vec<f64> {
 #[test]
 fn metrics_equal_independent_f64_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let completion_rows: Vec<Value> =
+        tiny_rows().into_iter().filter(|r| r.get("prompt").is_some()).collect();
+    let rows = write_rows(dir.path(), "rows.jsonl", &completion_rows);
     let base = fixture("tiny-llama.gguf");
     let lora = fixture("tiny-lora-random.gguf");
     let records = score(
@@ -135,12 +139,12 @@ fn metrics_equal_independent_f64_computation() {
     let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
     let format = PromptFormat::for_model(pair.base(), true).unwrap();
     let input = dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2 };
+    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2, flash_attention: false };
     let mut base_ctx = pair.base_context(&opts).unwrap();
     let mut rl_ctx = pair.rl_context(&opts).unwrap();
     let mut k = 0;
     let mut checked = 0;
-    for row in input.iter().filter(|r| matches!(r.body, dlogp::io::RowBody::Completion { .. })) {
+    for row in &input {
         let seq = format.score_sequence(pair.base(), &row.body, "row".into()).unwrap();
         let tokens: Vec<_> = seq.prompt.iter().chain(&seq.response).copied().collect();
         let lb = plain_logits(&mut base_ctx, &tokens, 512).unwrap();
@@ -165,7 +169,7 @@ fn metrics_equal_independent_f64_computation() {
             ];
             for (key, want) in expect {
                 assert!(
-                    (f(rec, key) - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    (f(rec, key) - want).abs() < 1e-9 * (1.0 + want.abs()),
                     "{key} at response token {j}: {} vs {want}", f(rec, key)
                 );
             }
@@ -179,7 +183,8 @@ fn metrics_equal_independent_f64_computation() {
 }
 
 /// Long rows are chunked by --batch-size and short rows packed as parallel
-/// sequences: the results do not depend on how rows were batched.
+/// sequences: the results do not depend on how rows were batched, bit for bit.
+/// (Regression: a unified KV cache or flash attention broke this.)
 #[test]
 fn batching_does_not_change_results() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,9 +205,12 @@ fn batching_does_not_change_results() {
         assert_eq!(a["id"], b["id"]);
         assert_eq!(a["token"], b["token"]);
         assert_eq!(a["token"], c["token"]);
+        assert_eq!(a, b, "batch 512 x 8 sequences vs batch 7 x 1 sequence");
+        // Concurrent models run one thread each instead of two, and llama.cpp's
+        // reductions depend on the thread count: equal up to rounding.
+        assert_eq!(a["token"], c["token"]);
         for key in METRICS {
-            assert!((f(a, key) - f(b, key)).abs() < 1e-4, "{key}: {a} vs {b}");
-            assert!((f(a, key) - f(c, key)).abs() < 1e-4, "{key}: {a} vs {c}");
+            assert!((f(a, key) - f(c, key)).abs() < 1e-5, "{key}: {a} vs {c}");
         }
     }
 }

@@ -88,8 +88,14 @@ fn chat_rows_and_prompt_rows_render_through_the_same_template() {
         assert_eq!(f(x, "logp"), f(y, "logp"));
     }
     // With --raw the prompt is not wrapped, so the context (and log-probs) differ.
-    let raw = score(dir.path(), &["--base", p(&base), "--input", p(&rows), "--raw"]);
-    assert!(raw.iter().zip(&records).any(|(x, y)| f(x, "logp") != f(y, "logp")));
+    let prompt_row = write_rows(
+        dir.path(),
+        "prompt.jsonl",
+        &[json!({"prompt": prompt, "response": response})],
+    );
+    let raw = score(dir.path(), &["--base", p(&base), "--input", p(&prompt_row), "--raw"]);
+    assert_eq!(raw.len(), a.len());
+    assert!(raw.iter().zip(&a).any(|(x, y)| f(x, "logp") != f(y, "logp")));
 }
 
 #[test]
