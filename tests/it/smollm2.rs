@@ -49,6 +49,41 @@ fn zero_and_random_adapters() {
     }
 }
 
+/// Chunked long rows, packed short rows, any batch size: bit-identical
+/// results on the quantized model, with and without an adapter.
+#[test]
+fn batching_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = smollm2();
+    let lora = lora(dir.path(), "random");
+    let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(rows())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let story = "Once upon a time, there was a little fox who lived near a river. ".repeat(8);
+    rows.push(json!({"id": "long", "prompt": "Tell me a story.", "response": story}));
+    rows.push(rows[0].clone());
+    let input = write_rows(dir.path(), "rows.jsonl", &rows);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--base", p(&base), "--rl-lora", p(&lora), "--input", p(&input)];
+        args.extend_from_slice(extra);
+        score(dir.path(), &args)
+    };
+    let reference = run(&["--batch-size", "512", "--sequences", "8"]);
+    assert!(reference.iter().filter(|r| r["id"] == json!("long")).count() > 100);
+    assert_eq!(reference, run(&["--batch-size", "7", "--sequences", "1"]));
+    assert_eq!(reference, run(&["--batch-size", "64", "--sequences", "3"]));
+    // the duplicated row, decoded side by side with its twin, scores the same
+    let first: Vec<_> = reference.iter().filter(|r| r["id"] == json!("add-1")).collect();
+    let twin: Vec<_> = reference.iter().filter(|r| r["id"] == json!("add-1")).skip(first.len() / 2).collect();
+    assert_eq!(first.len() % 2, 0);
+    for (x, y) in first.iter().zip(twin) {
+        assert_eq!(x["token"], y["token"]);
+        assert_eq!(f(x, "logp_rl"), f(y, "logp_rl"));
+    }
+}
+
 #[test]
 fn same_model_twice_is_all_zeros() {
     let dir = tempfile::tempdir().unwrap();
