@@ -54,7 +54,11 @@ impl ModelArgs {
                 }
                 Ok(n)
             }
-            None => Ok(if n_ctx_train > 0 { n_ctx_train.min(4096) } else { 4096 }),
+            None => Ok(if n_ctx_train > 0 {
+                n_ctx_train.min(4096)
+            } else {
+                4096
+            }),
         }
     }
 }

@@ -40,7 +40,11 @@ pub struct LoraInitArgs {
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
     /// Projections to adapt (suffixes of blk.N.<target>.weight).
-    #[arg(long, value_delimiter = ',', default_value = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
+    )]
     pub targets: Vec<String>,
     #[arg(long, default_value_t = 8)]
     pub rank: usize,
@@ -65,9 +69,16 @@ pub fn run_lora_init(args: LoraInitArgs) -> anyhow::Result<()> {
     }
     let base = GgufFile::open(&args.base)?;
     let Some(arch) = base.architecture() else {
-        anyhow::bail!("{}: metadata key `general.architecture` is missing", args.base.display());
+        anyhow::bail!(
+            "{}: metadata key `general.architecture` is missing",
+            args.base.display()
+        );
     };
-    let n_embd = base.arch_key("embedding_length").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let n_embd = base
+        .arch_key("embedding_length")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .max(1);
     let init = match args.init {
         InitArg::Zero => LoraInit::Zero,
         InitArg::Random => LoraInit::Random {

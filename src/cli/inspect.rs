@@ -102,7 +102,9 @@ fn to_text(path: &std::path::Path, info: &Inspection) -> String {
             "vocabulary",
             format!(
                 "{n} tokens ({})",
-                info.tokenizer_model.as_deref().unwrap_or("unknown tokenizer")
+                info.tokenizer_model
+                    .as_deref()
+                    .unwrap_or("unknown tokenizer")
             ),
         );
     }

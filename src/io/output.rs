@@ -104,7 +104,11 @@ mod tests {
             out.write_all(b"partial").unwrap();
         }
         assert!(!path.exists());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temp file removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file removed"
+        );
     }
 
     #[test]

@@ -176,7 +176,10 @@ mod tests {
             ("{\"prompt\": \"a\", \"messages\": []}", "not both"),
             ("{\"messages\": []}", "`messages` is empty"),
             ("{\"id\": [1], \"prompt\": \"a\"}", "`id` must be"),
-            ("{\"prompt\": \"a\", \"respons\": \"typo\"}", "unknown field `respons`"),
+            (
+                "{\"prompt\": \"a\", \"respons\": \"typo\"}",
+                "unknown field `respons`",
+            ),
         ] {
             let msg = read(text).unwrap_err().to_string();
             assert!(msg.contains(needle), "{text}: {msg}");

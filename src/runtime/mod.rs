@@ -2,8 +2,8 @@
 //! pairs, chat templates and batched teacher-forced scoring.
 
 mod backend;
-mod eval;
 pub mod chat;
+mod eval;
 mod model;
 mod pair;
 mod prompt;
@@ -12,9 +12,9 @@ mod score;
 use std::path::PathBuf;
 
 pub use backend::{backend, default_threads};
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;
-pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use llama_cpp_2::token::LlamaToken;
 pub use model::{ContextOptions, LoadOptions, Model};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
@@ -38,7 +38,9 @@ pub enum RuntimeError {
     AdapterGivenAsModel { path: PathBuf },
     #[error("{path} is not a LoRA adapter (needs general.type = \"adapter\" and adapter.type = \"lora\")")]
     NotAnAdapter { path: PathBuf },
-    #[error("{adapter} is an adapter for architecture `{adapter_arch}`, but {model} is `{model_arch}`")]
+    #[error(
+        "{adapter} is an adapter for architecture `{adapter_arch}`, but {model} is `{model_arch}`"
+    )]
     AdapterArchitecture {
         adapter: PathBuf,
         adapter_arch: String,

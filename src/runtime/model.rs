@@ -86,12 +86,11 @@ impl Model {
         }
         let backend = backend()?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
-        let inner = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
-            RuntimeError::Load {
+        let inner =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|e| RuntimeError::Load {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         tracing::debug!(path = %path.display(), "loaded model");
         Ok(Model {
             inner,
@@ -118,10 +117,16 @@ impl Model {
     pub fn new_context(&self, options: &ContextOptions) -> Result<LlamaContext<'_>, RuntimeError> {
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
         let n_seq = options.n_seq.max(1);
-        let total = options.n_ctx.checked_mul(n_seq).ok_or_else(|| RuntimeError::Context {
-            path: self.path.clone(),
-            reason: format!("{} sequences of {} tokens is too large", n_seq, options.n_ctx),
-        })?;
+        let total = options
+            .n_ctx
+            .checked_mul(n_seq)
+            .ok_or_else(|| RuntimeError::Context {
+                path: self.path.clone(),
+                reason: format!(
+                    "{} sequences of {} tokens is too large",
+                    n_seq, options.n_ctx
+                ),
+            })?;
         // A KV cache split per sequence: with a unified cache, sequences decoded
         // in the same batch were seen to change each other's logits (by up to
         // 0.1 nats on SmolLM2), while split caches reproduce single-sequence
@@ -195,7 +200,9 @@ impl Model {
         if !vocab.should_add_bos() {
             return None;
         }
-        vocab.text(vocab.bos()).map(|t| t.to_string_lossy().into_owned())
+        vocab
+            .text(vocab.bos())
+            .map(|t| t.to_string_lossy().into_owned())
     }
 
     /// The token text of a special token id, or "" when the model has none.

@@ -81,7 +81,11 @@ impl ModelPair {
         match (&self.rl, &self.adapter) {
             (Some(rl), _) => rl.path().display().to_string(),
             (None, Some((_, scale, path))) => {
-                format!("{} + LoRA {} (scale {scale})", self.base.path().display(), path.display())
+                format!(
+                    "{} + LoRA {} (scale {scale})",
+                    self.base.path().display(),
+                    path.display()
+                )
             }
             (None, None) => self.base.path().display().to_string(),
         }
@@ -128,7 +132,9 @@ pub fn check_vocab(base: &Model, rl: &Model) -> Result<(), RuntimeError> {
         let (bt, rt) = (bv.text(token), rv.text(token));
         if bt != rt {
             let show = |t: Option<&std::ffi::CStr>| {
-                t.map_or("<none>".to_string(), |t| format!("{:?}", t.to_string_lossy()))
+                t.map_or("<none>".to_string(), |t| {
+                    format!("{:?}", t.to_string_lossy())
+                })
             };
             return Err(mismatch(format!(
                 "token {id} is {} in {} but {} in {}",
@@ -161,6 +167,8 @@ pub fn check_vocab(base: &Model, rl: &Model) -> Result<(), RuntimeError> {
 }
 
 fn name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

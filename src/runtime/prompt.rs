@@ -24,7 +24,10 @@ impl PromptFormat {
                 Some(
                     ChatTemplate::new(source).map_err(|e| RuntimeError::InvalidOption {
                         name: "chat template",
-                        reason: format!("{}: {e}\nhint: pass --raw to skip it", model.path().display()),
+                        reason: format!(
+                            "{}: {e}\nhint: pass --raw to skip it",
+                            model.path().display()
+                        ),
                     })?,
                 )
             }

@@ -149,7 +149,9 @@ impl<'m> Scorer<'m> {
         on_progress: impl FnMut(usize),
     ) -> Result<(), RuntimeError> {
         if self.contexts.len() != 2 {
-            return Err(RuntimeError::Batch("score_pair needs a pair scorer".to_string()));
+            return Err(RuntimeError::Batch(
+                "score_pair needs a pair scorer".to_string(),
+            ));
         }
         self.run(
             rows,
@@ -282,10 +284,11 @@ impl<'m> Scorer<'m> {
                 let i = i as i32;
                 let logits: Vec<&[f32]> =
                     self.contexts.iter().map(|c| c.get_logits_ith(i)).collect();
-                let m = per_position(&logits, target.0 as usize).map_err(|e| RuntimeError::Row {
-                    row: row.label.clone(),
-                    reason: format!("at response token {}: {e}", pos + 1 - row.prompt.len()),
-                })?;
+                let m =
+                    per_position(&logits, target.0 as usize).map_err(|e| RuntimeError::Row {
+                        row: row.label.clone(),
+                        reason: format!("at response token {}: {e}", pos + 1 - row.prompt.len()),
+                    })?;
                 a.scores.push(m);
             }
 

@@ -9,7 +9,14 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 const METRICS: [&str; 8] = [
-    "logp_base", "logp_rl", "dlogp", "entropy_base", "entropy_rl", "kl", "kl_r", "js",
+    "logp_base",
+    "logp_rl",
+    "dlogp",
+    "entropy_base",
+    "entropy_rl",
+    "kl",
+    "kl_r",
+    "js",
 ];
 
 fn check_record_shape(r: &Value) {
@@ -28,9 +35,12 @@ fn zero_b_adapter_gives_exact_zeros() {
     let records = score(
         dir.path(),
         &[
-            "--base", p(&fixture("tiny-llama.gguf")),
-            "--rl-lora", p(&fixture("tiny-lora-zero.gguf")),
-            "--input", p(&rows),
+            "--base",
+            p(&fixture("tiny-llama.gguf")),
+            "--rl-lora",
+            p(&fixture("tiny-lora-zero.gguf")),
+            "--input",
+            p(&rows),
         ],
     );
     assert!(records.len() > 10, "one record per response token");
@@ -51,13 +61,23 @@ fn random_adapter_moves_the_distribution() {
     let records = score(
         dir.path(),
         &[
-            "--base", p(&fixture("tiny-llama.gguf")),
-            "--rl-lora", p(&fixture("tiny-lora-random.gguf")),
-            "--input", p(&rows),
+            "--base",
+            p(&fixture("tiny-llama.gguf")),
+            "--rl-lora",
+            p(&fixture("tiny-lora-random.gguf")),
+            "--input",
+            p(&rows),
         ],
     );
-    let nonzero = records.iter().filter(|r| f(r, "dlogp").abs() > 1e-3).count();
-    assert!(nonzero * 2 > records.len(), "most tokens move: {nonzero}/{}", records.len());
+    let nonzero = records
+        .iter()
+        .filter(|r| f(r, "dlogp").abs() > 1e-3)
+        .count();
+    assert!(
+        nonzero * 2 > records.len(),
+        "most tokens move: {nonzero}/{}",
+        records.len()
+    );
     for r in &records {
         check_record_shape(r);
         assert!(f(r, "kl") > 0.0 && f(r, "kl_r") > 0.0, "{r}");
@@ -86,15 +106,27 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
         }
     }
     // logp_rl equals a plain single-context evaluation of the same tokens.
-    let spec = PairSpec { base: model.clone(), rl: RlSource::Model(model.clone()) };
+    let spec = PairSpec {
+        base: model.clone(),
+        rl: RlSource::Model(model.clone()),
+    };
     let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
-    let input = dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2, flash_attention: false };
+    let input =
+        dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
+    let opts = ContextOptions {
+        n_ctx: 512,
+        n_batch: 512,
+        n_seq: 1,
+        threads: 2,
+        flash_attention: false,
+    };
     let mut ctx = pair.rl_context(&opts).unwrap();
     let mut k = 0;
     for row in &input {
-        let seq = format.score_sequence(pair.base(), &row.body, "row".into()).unwrap();
+        let seq = format
+            .score_sequence(pair.base(), &row.body, "row".into())
+            .unwrap();
         let tokens: Vec<_> = seq.prompt.iter().chain(&seq.response).copied().collect();
         let logits = plain_logits(&mut ctx, &tokens, 512).unwrap();
         for (j, &tok) in seq.response.iter().enumerate() {
@@ -107,7 +139,8 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
             // only the f64 summation order differs.
             assert!(
                 (f(r, "logp_rl") - expected).abs() < 1e-9,
-                "position {j}: {} vs plain {expected}", f(r, "logp_rl")
+                "position {j}: {} vs plain {expected}",
+                f(r, "logp_rl")
             );
             k += 1;
         }
@@ -116,8 +149,15 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
 }
 
 fn naive_log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
-    let lse = max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    let lse = max
+        + logits
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
     logits.iter().map(|&x| x as f64 - lse).collect()
 }
 
@@ -126,26 +166,51 @@ fn naive_log_softmax(logits: &[f32]) -> Vec<f64> {
 #[test]
 fn metrics_equal_independent_f64_computation() {
     let dir = tempfile::tempdir().unwrap();
-    let completion_rows: Vec<Value> =
-        tiny_rows().into_iter().filter(|r| r.get("prompt").is_some()).collect();
+    let completion_rows: Vec<Value> = tiny_rows()
+        .into_iter()
+        .filter(|r| r.get("prompt").is_some())
+        .collect();
     let rows = write_rows(dir.path(), "rows.jsonl", &completion_rows);
     let base = fixture("tiny-llama.gguf");
     let lora = fixture("tiny-lora-random.gguf");
     let records = score(
         dir.path(),
-        &["--base", p(&base), "--rl-lora", p(&lora), "--input", p(&rows), "--raw"],
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora),
+            "--input",
+            p(&rows),
+            "--raw",
+        ],
     );
-    let spec = PairSpec { base: base.clone(), rl: RlSource::Lora { path: lora, scale: 1.0 } };
+    let spec = PairSpec {
+        base: base.clone(),
+        rl: RlSource::Lora {
+            path: lora,
+            scale: 1.0,
+        },
+    };
     let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
     let format = PromptFormat::for_model(pair.base(), true).unwrap();
-    let input = dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions { n_ctx: 512, n_batch: 512, n_seq: 1, threads: 2, flash_attention: false };
+    let input =
+        dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
+    let opts = ContextOptions {
+        n_ctx: 512,
+        n_batch: 512,
+        n_seq: 1,
+        threads: 2,
+        flash_attention: false,
+    };
     let mut base_ctx = pair.base_context(&opts).unwrap();
     let mut rl_ctx = pair.rl_context(&opts).unwrap();
     let mut k = 0;
     let mut checked = 0;
     for row in &input {
-        let seq = format.score_sequence(pair.base(), &row.body, "row".into()).unwrap();
+        let seq = format
+            .score_sequence(pair.base(), &row.body, "row".into())
+            .unwrap();
         let tokens: Vec<_> = seq.prompt.iter().chain(&seq.response).copied().collect();
         let lb = plain_logits(&mut base_ctx, &tokens, 512).unwrap();
         let lr = plain_logits(&mut rl_ctx, &tokens, 512).unwrap();
@@ -154,7 +219,12 @@ fn metrics_equal_independent_f64_computation() {
             let (b, r) = (naive_log_softmax(&lb[at]), naive_log_softmax(&lr[at]));
             let t = tok.0 as usize;
             let h = |lp: &[f64]| -lp.iter().map(|&l| l.exp() * l).sum::<f64>();
-            let kl = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(&a, &b)| a.exp() * (a - b)).sum::<f64>();
+            let kl = |p: &[f64], q: &[f64]| {
+                p.iter()
+                    .zip(q)
+                    .map(|(&a, &b)| a.exp() * (a - b))
+                    .sum::<f64>()
+            };
             let rank = |l: &[f32]| l.iter().filter(|&&x| x > l[t]).count() as u64;
             let rec = &records[k];
             let expect = [
@@ -170,7 +240,8 @@ fn metrics_equal_independent_f64_computation() {
             for (key, want) in expect {
                 assert!(
                     (f(rec, key) - want).abs() < 1e-9 * (1.0 + want.abs()),
-                    "{key} at response token {j}: {} vs {want}", f(rec, key)
+                    "{key} at response token {j}: {} vs {want}",
+                    f(rec, key)
                 );
             }
             assert_eq!(rec["rank_base"], json!(rank(&lb[at])), "rank_base at {j}");
@@ -197,10 +268,30 @@ fn batching_does_not_change_results() {
     let rows = write_rows(dir.path(), "rows.jsonl", &rows);
     let base = fixture("tiny-llama.gguf");
     let lora = fixture("tiny-lora-random.gguf");
-    let common = ["--base", p(&base), "--rl-lora", p(&lora), "--input", p(&rows)];
-    let big = score(dir.path(), &[&common[..], &["--batch-size", "512", "--sequences", "8"]].concat());
-    let small = score(dir.path(), &[&common[..], &["--batch-size", "7", "--sequences", "1"]].concat());
-    let concurrent = score(dir.path(), &[&common[..], &["--batch-size", "16", "--overlap", "concurrent"]].concat());
+    let common = [
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--input",
+        p(&rows),
+    ];
+    let big = score(
+        dir.path(),
+        &[&common[..], &["--batch-size", "512", "--sequences", "8"]].concat(),
+    );
+    let small = score(
+        dir.path(),
+        &[&common[..], &["--batch-size", "7", "--sequences", "1"]].concat(),
+    );
+    let concurrent = score(
+        dir.path(),
+        &[
+            &common[..],
+            &["--batch-size", "16", "--overlap", "concurrent"],
+        ]
+        .concat(),
+    );
     assert_eq!(big.len(), small.len());
     assert_eq!(big.len(), concurrent.len());
     assert!(big.iter().filter(|r| r["id"] == json!("long")).count() > 64);
@@ -224,17 +315,25 @@ fn summary_counts_and_thresholds() {
     let records = score(
         dir.path(),
         &[
-            "--base", p(&fixture("tiny-llama.gguf")),
-            "--rl-lora", p(&fixture("tiny-lora-random.gguf")),
-            "--input", p(&rows),
-            "--summary", p(&summary_path),
+            "--base",
+            p(&fixture("tiny-llama.gguf")),
+            "--rl-lora",
+            p(&fixture("tiny-lora-random.gguf")),
+            "--input",
+            p(&rows),
+            "--summary",
+            p(&summary_path),
         ],
     );
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
     assert_eq!(summary["n_rows"], json!(3));
     assert_eq!(summary["n_tokens"], json!(records.len()));
     let mean = records.iter().map(|r| f(r, "dlogp")).sum::<f64>() / records.len() as f64;
-    assert!((summary["metrics"]["dlogp"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{summary}");
+    assert!(
+        (summary["metrics"]["dlogp"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{summary}"
+    );
     let above = records.iter().filter(|r| f(r, "dlogp").abs() > 0.5).count();
     let entry = summary["abs_dlogp_above"]
         .as_array()
@@ -253,7 +352,14 @@ fn single_model_scoring_matches_the_pair_base_side() {
     let base = fixture("tiny-llama.gguf");
     let pair = score(
         dir.path(),
-        &["--base", p(&base), "--rl-lora", p(&fixture("tiny-lora-random.gguf")), "--input", p(&rows)],
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&fixture("tiny-lora-random.gguf")),
+            "--input",
+            p(&rows),
+        ],
     );
     let single = score(dir.path(), &["--base", p(&base), "--input", p(&rows)]);
     assert_eq!(pair.len(), single.len());

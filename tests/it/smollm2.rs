@@ -9,8 +9,19 @@ use crate::common::*;
 fn lora(dir: &Path, init: &str) -> PathBuf {
     let path = dir.join(format!("smollm2-{init}.gguf"));
     let out = dlogp(&[
-        "lora-init", "--base", p(&smollm2()), "--out", p(&path),
-        "--rank", "4", "--targets", "attn_q,attn_v,ffn_up", "--init", init, "--std", "0.05",
+        "lora-init",
+        "--base",
+        p(&smollm2()),
+        "--out",
+        p(&path),
+        "--rank",
+        "4",
+        "--targets",
+        "attn_q,attn_v,ffn_up",
+        "--init",
+        init,
+        "--std",
+        "0.05",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     path
@@ -26,7 +37,14 @@ fn zero_and_random_adapters() {
     let base = smollm2();
     let zero = score(
         dir.path(),
-        &["--base", p(&base), "--rl-lora", p(&lora(dir.path(), "zero")), "--input", p(&rows())],
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora(dir.path(), "zero")),
+            "--input",
+            p(&rows()),
+        ],
     );
     assert!(zero.len() > 100);
     for r in &zero {
@@ -36,7 +54,14 @@ fn zero_and_random_adapters() {
     }
     let random = score(
         dir.path(),
-        &["--base", p(&base), "--rl-lora", p(&lora(dir.path(), "random")), "--input", p(&rows())],
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora(dir.path(), "random")),
+            "--input",
+            p(&rows()),
+        ],
     );
     assert_eq!(random.len(), zero.len());
     let moved = random.iter().filter(|r| f(r, "dlogp").abs() > 1e-4).count();
@@ -66,17 +91,37 @@ fn batching_is_bit_exact() {
     rows.push(rows[0].clone());
     let input = write_rows(dir.path(), "rows.jsonl", &rows);
     let run = |extra: &[&str]| {
-        let mut args = vec!["--base", p(&base), "--rl-lora", p(&lora), "--input", p(&input)];
+        let mut args = vec![
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora),
+            "--input",
+            p(&input),
+        ];
         args.extend_from_slice(extra);
         score(dir.path(), &args)
     };
     let reference = run(&["--batch-size", "512", "--sequences", "8"]);
-    assert!(reference.iter().filter(|r| r["id"] == json!("long")).count() > 100);
+    assert!(
+        reference
+            .iter()
+            .filter(|r| r["id"] == json!("long"))
+            .count()
+            > 100
+    );
     assert_eq!(reference, run(&["--batch-size", "7", "--sequences", "1"]));
     assert_eq!(reference, run(&["--batch-size", "64", "--sequences", "3"]));
     // the duplicated row, decoded side by side with its twin, scores the same
-    let first: Vec<_> = reference.iter().filter(|r| r["id"] == json!("add-1")).collect();
-    let twin: Vec<_> = reference.iter().filter(|r| r["id"] == json!("add-1")).skip(first.len() / 2).collect();
+    let first: Vec<_> = reference
+        .iter()
+        .filter(|r| r["id"] == json!("add-1"))
+        .collect();
+    let twin: Vec<_> = reference
+        .iter()
+        .filter(|r| r["id"] == json!("add-1"))
+        .skip(first.len() / 2)
+        .collect();
     assert_eq!(first.len() % 2, 0);
     for (x, y) in first.iter().zip(twin) {
         assert_eq!(x["token"], y["token"]);
@@ -88,7 +133,10 @@ fn batching_is_bit_exact() {
 fn same_model_twice_is_all_zeros() {
     let dir = tempfile::tempdir().unwrap();
     let base = smollm2();
-    let records = score(dir.path(), &["--base", p(&base), "--rl", p(&base), "--input", p(&rows())]);
+    let records = score(
+        dir.path(),
+        &["--base", p(&base), "--rl", p(&base), "--input", p(&rows())],
+    );
     assert!(records.len() > 100);
     for r in &records {
         for key in ["dlogp", "kl", "kl_r", "js"] {
@@ -97,8 +145,15 @@ fn same_model_twice_is_all_zeros() {
         // a trained model puts real mass on text: most tokens are in its top 10
         assert!(f(r, "logp_base") <= 0.0);
     }
-    let top10 = records.iter().filter(|r| r["rank_base"].as_u64().unwrap() < 10).count();
-    assert!(top10 * 2 > records.len(), "SmolLM2 ranks most of its own tokens highly: {top10}/{}", records.len());
+    let top10 = records
+        .iter()
+        .filter(|r| r["rank_base"].as_u64().unwrap() < 10)
+        .count();
+    assert!(
+        top10 * 2 > records.len(),
+        "SmolLM2 ranks most of its own tokens highly: {top10}/{}",
+        records.len()
+    );
 }
 
 #[test]
@@ -128,9 +183,15 @@ fn chat_rows_and_prompt_rows_render_through_the_same_template() {
         "prompt.jsonl",
         &[json!({"prompt": prompt, "response": response})],
     );
-    let raw = score(dir.path(), &["--base", p(&base), "--input", p(&prompt_row), "--raw"]);
+    let raw = score(
+        dir.path(),
+        &["--base", p(&base), "--input", p(&prompt_row), "--raw"],
+    );
     assert_eq!(raw.len(), a.len());
-    assert!(raw.iter().zip(&a).any(|(x, y)| f(x, "logp") != f(y, "logp")));
+    assert!(raw
+        .iter()
+        .zip(&a)
+        .any(|(x, y)| f(x, "logp") != f(y, "logp")));
 }
 
 #[test]
@@ -138,12 +199,22 @@ fn vocabulary_mismatch_with_the_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("t.jsonl");
     let out = dlogp(&[
-        "score", "--base", p(&smollm2()), "--rl", p(&fixture("tiny-llama.gguf")),
-        "--input", p(&rows()), "--output", p(&out_path),
+        "score",
+        "--base",
+        p(&smollm2()),
+        "--rl",
+        p(&fixture("tiny-llama.gguf")),
+        "--input",
+        p(&rows()),
+        "--output",
+        p(&out_path),
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("tiny-llama.gguf"), "{err}");
+    assert!(
+        err.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("tiny-llama.gguf"),
+        "{err}"
+    );
     assert!(err.contains("49152 vs"), "{err}");
     assert!(!out_path.exists());
 }
@@ -153,10 +224,21 @@ fn truncated_copy_of_the_real_model() {
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = vec![0u8; 1 << 20];
     use std::io::Read;
-    std::fs::File::open(smollm2()).unwrap().read_exact(&mut bytes).unwrap();
+    std::fs::File::open(smollm2())
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
     let cut = dir.path().join("smol-cut.gguf");
     std::fs::write(&cut, &bytes).unwrap();
-    let out = dlogp(&["score", "--base", p(&cut), "--input", p(&rows()), "--output", p(&dir.path().join("o.jsonl"))]);
+    let out = dlogp(&[
+        "score",
+        "--base",
+        p(&cut),
+        "--input",
+        p(&rows()),
+        "--output",
+        p(&dir.path().join("o.jsonl")),
+    ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("smol-cut.gguf"), "{err}");
