@@ -54,7 +54,7 @@ pub struct ScoreArgs {
 /// How the two models share the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OverlapArg {
-    /// The faster choice measured for batched scoring on CPU.
+    /// Concurrent when there are at least two threads (measured faster).
     Auto,
     /// One model after the other, each with all threads.
     Sequential,
@@ -216,6 +216,9 @@ fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Res
     let overlap = match args.overlap {
         OverlapArg::Sequential => Overlap::Sequential,
         OverlapArg::Concurrent => Overlap::Concurrent,
+        // Measured with scripts/bench-score.sh on 2 cores: concurrent 0.51x of
+        // one model, sequential 0.46x.
+        OverlapArg::Auto if threads >= 2 => Overlap::Concurrent,
         OverlapArg::Auto => Overlap::Sequential,
     };
     Ok(ScoreOptions {

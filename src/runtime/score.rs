@@ -8,6 +8,7 @@
 //! metrics of [`crate::sampler::token_metrics`]. Results come back in row order.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -229,6 +230,7 @@ impl<'m> Scorer<'m> {
         for ctx in &mut self.contexts {
             ctx.clear_kv_cache();
         }
+        let (mut decode_time, mut metric_time) = (Duration::ZERO, Duration::ZERO);
         while next_emit < rows.len() {
             // Admit rows while a sequence slot is free.
             while next_row < rows.len() {
@@ -271,8 +273,11 @@ impl<'m> Scorer<'m> {
                 break;
             }
 
+            let t0 = Instant::now();
             self.decode(&mut batches)?;
+            decode_time += t0.elapsed();
             on_progress(entries.len());
+            let t0 = Instant::now();
 
             for (i, &(slot, pos)) in entries.iter().enumerate() {
                 let a = &mut active[slot];
@@ -291,6 +296,8 @@ impl<'m> Scorer<'m> {
                     })?;
                 a.scores.push(m);
             }
+
+            metric_time += t0.elapsed();
 
             // Retire finished rows and free their sequences.
             let mut k = 0;
@@ -312,6 +319,11 @@ impl<'m> Scorer<'m> {
                 next_emit += 1;
             }
         }
+        tracing::debug!(
+            "llama.cpp decode {:.2} s, metrics {:.2} s",
+            decode_time.as_secs_f64(),
+            metric_time.as_secs_f64()
+        );
         Ok(())
     }
 
