@@ -5,4 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 "$root/scripts/setup.sh"
-cargo test --release --locked "$@"
+# One test at a time: each test already runs llama.cpp on every core, and
+# llama.cpp's spinning thread barriers collapse when oversubscribed.
+cargo test --release --locked "$@" -- --test-threads=1

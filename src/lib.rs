@@ -28,6 +28,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod decode;
 pub mod gguf;
 pub mod io;
 pub mod runtime;

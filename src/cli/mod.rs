@@ -3,6 +3,7 @@
 
 mod args;
 mod fixtures;
+mod generate;
 mod inspect;
 mod score;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Per-token Δlog p, entropy, KL and JS of a base/RL pair on given responses.
     Score(score::ScoreArgs),
+    /// Generate with selective replace/extrapolation (or one model alone).
+    Generate(generate::GenerateArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
@@ -39,6 +42,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Score(args) => score::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),

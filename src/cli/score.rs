@@ -83,8 +83,11 @@ struct SingleRecord<'a> {
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    if args.sequences == 0 {
-        anyhow::bail!("invalid --sequences: must be at least 1");
+    if !(1..=256).contains(&args.sequences) {
+        anyhow::bail!(
+            "invalid --sequences {}: must be between 1 and 256 (llama.cpp's limit)",
+            args.sequences
+        );
     }
     let source_name = args.input.display().to_string();
     let rows = if args.input.as_os_str() == "-" {

@@ -8,6 +8,7 @@ mod model;
 mod pair;
 mod prompt;
 mod score;
+mod session;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use model::{ContextOptions, LoadOptions, Model};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
 pub use prompt::PromptFormat;
 pub use score::{Overlap, ScoreOptions, ScoreSequence, Scorer};
+pub use session::{decode_both, Feed, Session};
 
 use crate::gguf::GgufError;
 

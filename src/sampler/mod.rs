@@ -4,16 +4,29 @@
 //! - [`token_metrics`]: the per-position statistics of METHOD.md §1
 //!   (Δlog p, entropies, both KL directions, JS, ranks) from a base and an RL
 //!   logit vector; [`single_metrics`] for one model alone (log p, entropy, rank).
+//! - [`extrapolate`] (π_X, METHOD.md §3) and [`Distribution`]: temperature →
+//!   top-k → top-p over full-vocabulary log-probs, inverse-CDF sampling.
+//! - [`Gate`] / [`Criterion`]: when the RL model intervenes (METHOD.md §2).
+//! - [`uniform`]: counter-based draws keyed by (seed, sequence, position, [`Purpose`]).
 //!
 //! Numerics everywhere: subtract the max before `exp`, accumulate in f64,
 //! reject non-finite logits with an error instead of letting NaN through.
 
+mod error;
 mod exp;
+mod gate;
 pub mod metrics;
+mod rng;
+mod transform;
 
 pub use metrics::{
     single_metrics, token_metrics, MetricsError, Model, SingleMetrics, TokenMetrics,
 };
+
+pub use error::SamplerError;
+pub use gate::{Criterion, Gate, GateInput};
+pub use rng::{uniform, Purpose};
+pub use transform::{extrapolate, Distribution, SamplingParams};
 
 use exp::exp_nonpos;
 

@@ -267,6 +267,8 @@ fn invalid_options_are_clear_errors() {
     for (extra, needle) in [
         (&["--batch-size", "0"][..], "--batch-size"),
         (&["--sequences", "0"][..], "--sequences"),
+        (&["--sequences", "100000"][..], "between 1 and 256"),
+        (&["--ctx-size", "0"][..], "--ctx-size"),
         (&["--threads", "0"][..], "--threads"),
     ] {
         let mut args = vec!["--base", p(&base), "--input", p(&rows)];

@@ -1,0 +1,635 @@
+//! The generation engine: several sequences decoded side by side on a pair,
+//! in lockstep (both models every token, concurrently) or speculatively (the
+//! proposer drafts K tokens, the other model checks them in one batch, and
+//! decoding resumes at the first position whose decision differs from the
+//! draft). Both loops make every decision with [`step::decide`] and the same
+//! counter-based random keys, so they produce the same tokens.
+
+use crate::runtime::{
+    decode_both, ContextOptions, Feed, LlamaToken, Model, ModelPair, RuntimeError, Session,
+};
+use crate::sampler::log_softmax;
+
+use super::config::{DecodeConfig, Side};
+use super::step::{self, Decision};
+use super::DecodeError;
+
+/// One prompt to continue; `key` identifies it in the random keys (use
+/// `prompt_index * samples + sample`), so results do not depend on order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub key: u64,
+    pub prompt: Vec<LlamaToken>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// An end-of-generation token.
+    Eog,
+    /// `max_tokens` reached.
+    Length,
+    /// A stop string appeared (it is cut from the text).
+    Stop,
+    /// The context is full.
+    Context,
+}
+
+/// One generated position.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TraceEntry {
+    pub position: usize,
+    pub proposed: u32,
+    pub chosen: u32,
+    pub gate: bool,
+    pub dlogp: Option<f64>,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Index into the requests.
+    pub request: usize,
+    pub tokens: Vec<LlamaToken>,
+    pub text: String,
+    pub trace: Vec<TraceEntry>,
+    pub finish: Finish,
+}
+
+impl Generation {
+    /// Share of positions where the gate fired.
+    pub fn replacement_ratio(&self) -> f64 {
+        if self.trace.is_empty() {
+            return 0.0;
+        }
+        self.trace.iter().filter(|t| t.gate).count() as f64 / self.trace.len() as f64
+    }
+}
+
+/// Engine limits and scheduling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    /// Draft length K (1: lockstep).
+    pub draft: usize,
+    /// Sequences decoded side by side.
+    pub n_seq: u32,
+    /// Context per sequence.
+    pub n_ctx: u32,
+    pub threads: usize,
+}
+
+struct Slot {
+    req: usize,
+    prompt_len: usize,
+    seq: u32,
+    n_past: u32,
+    gen: Vec<LlamaToken>,
+    text: String,
+    streamed: usize,
+    trace: Vec<TraceEntry>,
+    lp_base: Option<Vec<f64>>,
+    lp_rl: Option<Vec<f64>>,
+    finish: Option<Finish>,
+}
+
+/// Decodes requests on one model or a pair.
+pub struct Engine<'m> {
+    timing: [std::time::Duration; 4],
+    /// Decode the two models at once (lockstep: half the threads each).
+    /// Speculative decoding gives each model all threads and never runs
+    /// them at once: llama.cpp's spinning thread barriers collapse when
+    /// oversubscribed (a 69-token prefill took 1 s instead of 0.25 s).
+    concurrent: bool,
+    model: &'m Model,
+    base: Option<Session<'m>>,
+    rl: Option<Session<'m>>,
+    cfg: DecodeConfig,
+    opts: EngineOptions,
+}
+
+impl<'m> Engine<'m> {
+    /// An engine over a pair (any mode).
+    pub fn for_pair(
+        pair: &'m ModelPair,
+        cfg: DecodeConfig,
+        opts: EngineOptions,
+    ) -> Result<Engine<'m>, DecodeError> {
+        Self::build(pair.base(), Some(pair), cfg, opts)
+    }
+
+    /// An engine over one model (`base` mode only).
+    pub fn for_model(
+        model: &'m Model,
+        cfg: DecodeConfig,
+        opts: EngineOptions,
+    ) -> Result<Engine<'m>, DecodeError> {
+        if cfg.needs_rl() {
+            return Err(DecodeError::NeedsRl(cfg.mode));
+        }
+        Self::build(model, None, cfg, opts)
+    }
+
+    fn build(
+        model: &'m Model,
+        pair: Option<&'m ModelPair>,
+        cfg: DecodeConfig,
+        opts: EngineOptions,
+    ) -> Result<Engine<'m>, DecodeError> {
+        if opts.draft == 0 {
+            return Err(DecodeError::Invalid(
+                "--draft must be at least 1".to_string(),
+            ));
+        }
+        if opts.max_tokens == 0 {
+            return Err(DecodeError::Invalid(
+                "--max-tokens must be at least 1".to_string(),
+            ));
+        }
+        let both = cfg.needs_base() && cfg.needs_rl();
+        let speculative = opts.draft > 1 && cfg.can_speculate();
+        // Lockstep decodes both models at once: half the threads each.
+        let threads = if both && !speculative {
+            (opts.threads / 2).max(1)
+        } else {
+            opts.threads.max(1)
+        };
+        let n_seq = opts.n_seq.max(1);
+        let n_batch = (n_seq as usize * opts.draft).max(512) as u32;
+        let ctx = ContextOptions {
+            n_ctx: opts.n_ctx,
+            n_batch,
+            n_seq,
+            threads,
+            flash_attention: false,
+        };
+        let base = if cfg.needs_base() {
+            let c = match pair {
+                Some(p) => p.base_context(&ctx)?,
+                None => model.new_context(&ctx)?,
+            };
+            Some(Session::new(c, n_seq, "base"))
+        } else {
+            None
+        };
+        let rl = match (cfg.needs_rl(), pair) {
+            (true, Some(p)) => Some(Session::new(p.rl_context(&ctx)?, n_seq, "RL")),
+            _ => None,
+        };
+        Ok(Engine {
+            concurrent: both && !speculative,
+            timing: Default::default(),
+            model,
+            base,
+            rl,
+            cfg,
+            opts,
+        })
+    }
+
+    /// Generate for every request. `on_text(request, text)` receives text as
+    /// it becomes final (never text a stop string will cut); `on_done` each
+    /// finished generation, in completion order.
+    pub fn run(
+        &mut self,
+        requests: &[Request],
+        mut on_text: impl FnMut(usize, &str),
+        mut on_done: impl FnMut(Generation) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        for (i, r) in requests.iter().enumerate() {
+            if r.prompt.is_empty() {
+                return Err(DecodeError::Invalid(format!("prompt {i} has no tokens")));
+            }
+            if r.prompt.len() + 1 > self.opts.n_ctx as usize {
+                return Err(DecodeError::PromptTooLong {
+                    index: i,
+                    n_tokens: r.prompt.len(),
+                    n_ctx: self.opts.n_ctx as usize,
+                });
+            }
+        }
+        for s in [&mut self.base, &mut self.rl].into_iter().flatten() {
+            s.clear();
+        }
+        let mut free: Vec<u32> = (0..self.opts.n_seq.max(1)).rev().collect();
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut next = 0;
+        loop {
+            while next < requests.len() {
+                let Some(seq) = free.pop() else { break };
+                let slot = self.prefill(next, seq, &requests[next].prompt)?;
+                slots.push(slot);
+                next += 1;
+            }
+            if slots.is_empty() {
+                tracing::debug!(
+                    "decode (both/one) {:.2?}, proposer drafts {:.2?}, verify {:.2?}, log-softmax {:.2?}",
+                    self.timing[0], self.timing[1], self.timing[2], self.timing[3]
+                );
+                break;
+            }
+            if self.opts.draft > 1 && self.cfg.can_speculate() {
+                self.speculative_iteration(&mut slots, requests, &mut on_text)?;
+            } else {
+                self.lockstep_iteration(&mut slots, requests, &mut on_text)?;
+            }
+            let mut k = 0;
+            while k < slots.len() {
+                if let Some(finish) = slots[k].finish {
+                    let s = slots.remove(k);
+                    for sess in [&mut self.base, &mut self.rl].into_iter().flatten() {
+                        sess.trim(s.seq, 0)?;
+                    }
+                    free.push(s.seq);
+                    on_done(Generation {
+                        request: s.req,
+                        tokens: s.gen,
+                        text: s.text,
+                        trace: s.trace,
+                        finish,
+                    })?;
+                } else {
+                    k += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feed a prompt to every session the mode needs; keep the log-probs of
+    /// the next token.
+    fn prefill(
+        &mut self,
+        req: usize,
+        seq: u32,
+        prompt: &[LlamaToken],
+    ) -> Result<Slot, DecodeError> {
+        let mut slot = Slot {
+            req,
+            prompt_len: prompt.len(),
+            seq,
+            n_past: 0,
+            gen: Vec::new(),
+            text: String::new(),
+            streamed: 0,
+            trace: Vec::new(),
+            lp_base: None,
+            lp_rl: None,
+            finish: None,
+        };
+        let chunk = self
+            .base
+            .as_ref()
+            .or(self.rl.as_ref())
+            .map_or(512, Session::n_batch);
+        let n = prompt.len();
+        for (c, tokens) in prompt.chunks(chunk).enumerate() {
+            let feeds: Vec<Feed> = tokens
+                .iter()
+                .enumerate()
+                .map(|(j, &token)| {
+                    let pos = c * chunk + j;
+                    Feed {
+                        token,
+                        pos: pos as u32,
+                        seq,
+                        logits: pos + 1 == n,
+                    }
+                })
+                .collect();
+            self.decode(&feeds, &feeds)?;
+        }
+        let last = (n - 1) % chunk;
+        slot.lp_base = self.read_lp(Side::Base, last)?;
+        slot.lp_rl = self.read_lp(Side::Rl, last)?;
+        slot.n_past = n as u32;
+        Ok(slot)
+    }
+
+    /// Decode on the sessions the mode uses, concurrently when both.
+    fn decode(&mut self, base_feeds: &[Feed], rl_feeds: &[Feed]) -> Result<(), DecodeError> {
+        let t0 = std::time::Instant::now();
+        let r = self.decode_inner(base_feeds, rl_feeds);
+        self.timing[0] += t0.elapsed();
+        tracing::trace!(
+            "decode both: {} tokens in {:.2?}",
+            base_feeds.len(),
+            t0.elapsed()
+        );
+        r
+    }
+
+    fn decode_inner(&mut self, base_feeds: &[Feed], rl_feeds: &[Feed]) -> Result<(), DecodeError> {
+        match (&mut self.base, &mut self.rl) {
+            (Some(b), Some(r)) if self.concurrent => decode_both(b, base_feeds, r, rl_feeds)?,
+            (Some(b), Some(r)) => {
+                b.decode(base_feeds)?;
+                r.decode(rl_feeds)?;
+            }
+            (Some(b), None) => b.decode(base_feeds)?,
+            (None, Some(r)) => r.decode(rl_feeds)?,
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn session(&mut self, side: Side) -> Option<&mut Session<'m>> {
+        match side {
+            Side::Base => self.base.as_mut(),
+            Side::Rl => self.rl.as_mut(),
+        }
+    }
+
+    /// Full-vocabulary log-probs after feed `i`, if that side is evaluated.
+    fn read_lp(&mut self, side: Side, i: usize) -> Result<Option<Vec<f64>>, DecodeError> {
+        let Some(s) = self.session(side) else {
+            return Ok(None);
+        };
+        let t0 = std::time::Instant::now();
+        let logits = s.logits(i);
+        let mut lp = vec![0.0; logits.len()];
+        log_softmax(logits, &mut lp).map_err(|e| DecodeError::Numerics(e.to_string()))?;
+        self.timing[3] += t0.elapsed();
+        Ok(Some(lp))
+    }
+
+    /// Record a decision; returns whether the sequence is finished.
+    fn accept(&self, slot: &mut Slot, d: Decision, on_text: &mut impl FnMut(usize, &str)) -> bool {
+        slot.trace.push(TraceEntry {
+            position: slot.gen.len(),
+            proposed: d.proposed,
+            chosen: d.chosen,
+            gate: d.fired,
+            dlogp: d.dlogp,
+        });
+        let token = LlamaToken(d.chosen as i32);
+        if self.model.is_eog(token) {
+            slot.finish = Some(Finish::Eog);
+        } else {
+            slot.gen.push(token);
+            slot.text.push_str(&self.model.piece(token));
+            let search_from = slot.streamed.saturating_sub(self.max_stop_len());
+            if let Some(cut) = self
+                .opts
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| {
+                    slot.text[search_from..]
+                        .find(s.as_str())
+                        .map(|i| search_from + i)
+                })
+                .min()
+            {
+                slot.text.truncate(cut);
+                slot.finish = Some(Finish::Stop);
+            } else if slot.gen.len() >= self.opts.max_tokens {
+                slot.finish = Some(Finish::Length);
+            } else if slot.prompt_len + slot.gen.len() >= self.opts.n_ctx as usize {
+                // the token just kept fills the last cell
+                slot.finish = Some(Finish::Context);
+            }
+        }
+        // Stream what no stop string can still cut.
+        let safe = if slot.finish.is_some() {
+            slot.text.len()
+        } else {
+            let mut end = slot
+                .text
+                .len()
+                .saturating_sub(self.max_stop_len().saturating_sub(1));
+            while end > 0 && !slot.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            end
+        };
+        if safe > slot.streamed {
+            on_text(slot.req, &slot.text[slot.streamed..safe]);
+            slot.streamed = safe;
+        }
+        slot.finish.is_some()
+    }
+
+    fn max_stop_len(&self) -> usize {
+        self.opts.stop.iter().map(String::len).max().unwrap_or(0)
+    }
+
+    /// Both models (or the one the mode uses) at every token.
+    fn lockstep_iteration(
+        &mut self,
+        slots: &mut [Slot],
+        requests: &[Request],
+        on_text: &mut impl FnMut(usize, &str),
+    ) -> Result<(), DecodeError> {
+        let mut feeds = Vec::with_capacity(slots.len());
+        let mut fed = Vec::with_capacity(slots.len());
+        for (k, slot) in slots.iter_mut().enumerate() {
+            let key = requests[slot.req].key;
+            let d = step::step(
+                &self.cfg,
+                slot.lp_base.as_deref(),
+                slot.lp_rl.as_deref(),
+                key,
+                slot.gen.len() as u64,
+            )?;
+            if !self.accept(slot, d, on_text) {
+                feeds.push(Feed {
+                    token: LlamaToken(d.chosen as i32),
+                    pos: slot.n_past,
+                    seq: slot.seq,
+                    logits: true,
+                });
+                fed.push(k);
+            }
+        }
+        if feeds.is_empty() {
+            return Ok(());
+        }
+        self.decode(&feeds, &feeds)?;
+        for (i, &k) in fed.iter().enumerate() {
+            slots[k].lp_base = self.read_lp(Side::Base, i)?;
+            slots[k].lp_rl = self.read_lp(Side::Rl, i)?;
+            slots[k].n_past += 1;
+        }
+        Ok(())
+    }
+
+    /// Draft with the proposer, verify with the other model in one batch.
+    fn speculative_iteration(
+        &mut self,
+        slots: &mut [Slot],
+        requests: &[Request],
+        on_text: &mut impl FnMut(usize, &str),
+    ) -> Result<(), DecodeError> {
+        let p_side = self.cfg.proposer_side().unwrap_or(Side::Base);
+        let o_side = match p_side {
+            Side::Base => Side::Rl,
+            Side::Rl => Side::Base,
+        };
+        let take_lp = |slot: &mut Slot, side: Side| match side {
+            Side::Base => slot.lp_base.take(),
+            Side::Rl => slot.lp_rl.take(),
+        };
+        let n = slots.len();
+        let mut kmax = vec![0usize; n];
+        let mut lp_p: Vec<Vec<Vec<f64>>> = Vec::with_capacity(n);
+        let mut lp_o: Vec<Vec<Vec<f64>>> = Vec::with_capacity(n);
+        let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (k, slot) in slots.iter_mut().enumerate() {
+            let room_ctx = (self.opts.n_ctx as usize).saturating_sub(slot.n_past as usize);
+            let room_len = self.opts.max_tokens - slot.gen.len();
+            kmax[k] = self.opts.draft.min(room_ctx).min(room_len).max(1);
+            let p =
+                take_lp(slot, p_side).ok_or(DecodeError::Numerics("missing log-probs".into()))?;
+            let o =
+                take_lp(slot, o_side).ok_or(DecodeError::Numerics("missing log-probs".into()))?;
+            lp_p.push(vec![p]);
+            lp_o.push(vec![o]);
+        }
+
+        // Draft: one proposer decode per draft position, all sequences at once.
+        for j in 0..self.opts.draft {
+            let mut feeds = Vec::new();
+            let mut who = Vec::new();
+            for (k, slot) in slots.iter().enumerate() {
+                if j >= kmax[k] {
+                    continue;
+                }
+                let key = requests[slot.req].key;
+                let d = step::propose(&self.cfg, &lp_p[k][j], key, (slot.gen.len() + j) as u64)?;
+                drafts[k].push(d);
+                feeds.push(Feed {
+                    token: LlamaToken(d as i32),
+                    pos: slot.n_past + j as u32,
+                    seq: slot.seq,
+                    logits: true,
+                });
+                who.push(k);
+            }
+            if feeds.is_empty() {
+                break;
+            }
+            let t0 = std::time::Instant::now();
+            self.session(p_side)
+                .ok_or(DecodeError::Numerics("no proposer session".into()))?
+                .decode(&feeds)?;
+            self.timing[1] += t0.elapsed();
+            for (i, &k) in who.iter().enumerate() {
+                let lp = self.read_lp(p_side, i)?.unwrap_or_default();
+                lp_p[k].push(lp);
+            }
+        }
+
+        // Verify: the other model scores every draft in one batch.
+        let mut feeds = Vec::new();
+        let mut owner = Vec::new();
+        for (k, slot) in slots.iter().enumerate() {
+            for (j, &d) in drafts[k].iter().enumerate() {
+                feeds.push(Feed {
+                    token: LlamaToken(d as i32),
+                    pos: slot.n_past + j as u32,
+                    seq: slot.seq,
+                    logits: true,
+                });
+                owner.push(k);
+            }
+        }
+        let t0 = std::time::Instant::now();
+        self.session(o_side)
+            .ok_or(DecodeError::Numerics("no verifier session".into()))?
+            .decode(&feeds)?;
+        self.timing[2] += t0.elapsed();
+        for (i, &k) in owner.iter().enumerate() {
+            let lp = self.read_lp(o_side, i)?.unwrap_or_default();
+            lp_o[k].push(lp);
+        }
+
+        // Accept drafts up to the first decision that differs.
+        let mut fix = Vec::new();
+        for (k, slot) in slots.iter_mut().enumerate() {
+            let key = requests[slot.req].key;
+            let start = slot.n_past;
+            let mut cut = None;
+            for (j, &draft) in drafts[k].iter().enumerate() {
+                let (lb, lr) = match p_side {
+                    Side::Base => (&lp_p[k][j], &lp_o[k][j]),
+                    Side::Rl => (&lp_o[k][j], &lp_p[k][j]),
+                };
+                let d = step::decide(
+                    &self.cfg,
+                    Some(lb),
+                    Some(lr),
+                    draft,
+                    key,
+                    slot.gen.len() as u64,
+                )?;
+                if self.accept(slot, d, on_text) {
+                    break;
+                }
+                if d.chosen != draft {
+                    cut = Some((j, d.chosen));
+                    break;
+                }
+            }
+            if slot.finish.is_some() {
+                continue;
+            }
+            match cut {
+                Some((j, chosen)) => {
+                    let at = start + j as u32;
+                    for side in [p_side, o_side] {
+                        if let Some(s) = self.session(side) {
+                            s.trim(slot.seq, at)?;
+                        }
+                    }
+                    slot.n_past = at;
+                    fix.push((k, chosen));
+                }
+                None => {
+                    let m = drafts[k].len();
+                    slot.n_past = start + m as u32;
+                    let (p_last, o_last) = (lp_p[k].swap_remove(m), lp_o[k].swap_remove(m));
+                    match p_side {
+                        Side::Base => {
+                            slot.lp_base = Some(p_last);
+                            slot.lp_rl = Some(o_last);
+                        }
+                        Side::Rl => {
+                            slot.lp_rl = Some(p_last);
+                            slot.lp_base = Some(o_last);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Feed the re-sampled tokens to both models.
+        if fix.is_empty() {
+            return Ok(());
+        }
+        let feeds: Vec<Feed> = fix
+            .iter()
+            .map(|&(k, chosen)| Feed {
+                token: LlamaToken(chosen as i32),
+                pos: slots[k].n_past,
+                seq: slots[k].seq,
+                logits: true,
+            })
+            .collect();
+        self.decode(&feeds, &feeds)?;
+        for (i, &(k, _)) in fix.iter().enumerate() {
+            slots[k].lp_base = self.read_lp(Side::Base, i)?;
+            slots[k].lp_rl = self.read_lp(Side::Rl, i)?;
+            slots[k].n_past += 1;
+        }
+        Ok(())
+    }
+}
+
+impl From<RuntimeError> for DecodeError {
+    fn from(e: RuntimeError) -> Self {
+        DecodeError::Runtime(e)
+    }
+}

@@ -1,0 +1,33 @@
+//! Two-model generation: selective replace and extrapolation (METHOD.md
+//! §2–3), in lockstep or speculatively, for many sequences at once.
+
+mod config;
+mod engine;
+pub mod step;
+
+pub use config::{DecodeConfig, Mode, Proposer, Side};
+pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
+
+use crate::runtime::RuntimeError;
+use crate::sampler::SamplerError;
+
+/// What can go wrong while decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Runtime(RuntimeError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    #[error("mode `{0:?}` needs an RL model\nhint: pass --rl or --rl-lora")]
+    NeedsRl(Mode),
+    #[error("prompt {index} has {n_tokens} tokens, which leaves no room in the context of {n_ctx}\nhint: raise --ctx-size")]
+    PromptTooLong {
+        index: usize,
+        n_tokens: usize,
+        n_ctx: usize,
+    },
+    #[error("numerical error: {0}")]
+    Numerics(String),
+}

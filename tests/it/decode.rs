@@ -1,0 +1,461 @@
+//! Decoding: exact equivalences between modes and between lockstep and
+//! speculative decoding, distributions, and errors.
+
+use std::path::{Path, PathBuf};
+
+use dlogp::decode::{
+    step, DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request,
+};
+use dlogp::runtime::{LoadOptions, ModelPair, PairSpec, PromptFormat, RlSource};
+use dlogp::sampler::{Criterion, Distribution, Gate, SamplingParams};
+use serde_json::json;
+
+use crate::common::*;
+
+fn smollm2_lora(dir: &Path) -> PathBuf {
+    let path = dir.join("lora.gguf");
+    // strong enough that the dlogp gate fires on a fair share of tokens
+    let out = dlogp(&[
+        "lora-init",
+        "--base",
+        p(&smollm2()),
+        "--out",
+        p(&path),
+        "--rank",
+        "8",
+        "--targets",
+        "attn_q,attn_v,ffn_up,ffn_down",
+        "--init",
+        "random",
+        "--std",
+        "0.08",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    path
+}
+
+fn load(base: &Path, rl: RlSource) -> ModelPair {
+    ModelPair::load(
+        &PairSpec {
+            base: base.to_path_buf(),
+            rl,
+        },
+        &LoadOptions::default(),
+    )
+    .unwrap()
+}
+
+fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> {
+    let format = PromptFormat::for_model(pair.base(), false).unwrap();
+    let mut out = Vec::new();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let text = format.user_prompt(prompt).unwrap();
+        let tokens = format.tokenize_prompt(pair.base(), &text);
+        for s in 0..samples {
+            out.push(Request {
+                key: (i * samples + s) as u64,
+                prompt: tokens.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn config(
+    mode: Mode,
+    proposer: Proposer,
+    criterion: Criterion,
+    tau: f64,
+    gamma: f64,
+    seed: u64,
+) -> DecodeConfig {
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 0.7,
+    };
+    DecodeConfig::new(
+        mode,
+        proposer,
+        Gate::new(criterion, tau).unwrap(),
+        gamma,
+        sampling,
+        seed,
+    )
+    .unwrap()
+}
+
+fn run(
+    pair: &ModelPair,
+    cfg: &DecodeConfig,
+    reqs: &[Request],
+    draft: usize,
+    n_seq: u32,
+    max_tokens: usize,
+) -> Vec<Generation> {
+    let opts = EngineOptions {
+        max_tokens,
+        stop: vec![],
+        draft,
+        n_seq,
+        n_ctx: 1024,
+        threads: 2,
+    };
+    let mut engine = Engine::for_pair(pair, cfg.clone(), opts).unwrap();
+    let mut out: Vec<Option<Generation>> = vec![None; reqs.len()];
+    engine
+        .run(
+            reqs,
+            |_, _| {},
+            |g| {
+                let i = g.request;
+                out[i] = Some(g);
+                Ok(())
+            },
+        )
+        .unwrap();
+    out.into_iter()
+        .map(|g| g.expect("every request finishes"))
+        .collect()
+}
+
+const PROMPTS: [&str; 2] = ["What is 7 + 5?", "Name a color of the sky."];
+
+/// Speculative gating (K = 2, 4, 8, 16) gives exactly the tokens, gate
+/// decisions and Δlog p of lockstep decoding, across modes, criteria, seeds.
+#[test]
+fn speculative_equals_lockstep() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load(
+        &smollm2(),
+        RlSource::Lora {
+            path: smollm2_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    let reqs = requests(&pair, &PROMPTS, 1);
+    let cases = [
+        (
+            Mode::Extrapolate,
+            Proposer::Base,
+            Criterion::Dlogp,
+            -0.3,
+            0.1,
+            0,
+        ),
+        (
+            Mode::Replace,
+            Proposer::Base,
+            Criterion::Random,
+            0.2,
+            0.0,
+            1,
+        ),
+        (Mode::Extrapolate, Proposer::Rl, Criterion::Kl, 0.05, 0.5, 2),
+    ];
+    let mut fired_somewhere = false;
+    for (mode, proposer, criterion, tau, gamma, seed) in cases {
+        let cfg = config(mode, proposer, criterion, tau, gamma, seed);
+        let lockstep = run(&pair, &cfg, &reqs, 1, 2, 24);
+        fired_somewhere |= lockstep
+            .iter()
+            .any(|g| g.trace.iter().any(|t| t.gate && t.chosen != t.proposed));
+        for k in [2, 4, 8, 16] {
+            let spec = run(&pair, &cfg, &reqs, k, 2, 24);
+            assert_eq!(
+                lockstep, spec,
+                "{mode:?}/{criterion:?}/seed {seed}: K = {k} differs from lockstep"
+            );
+        }
+    }
+    assert!(
+        fired_somewhere,
+        "the gate must fire for this test to mean something"
+    );
+}
+
+/// Several sequences side by side give the same generations as one at a time.
+#[test]
+fn parallel_sequences_equal_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load(
+        &smollm2(),
+        RlSource::Lora {
+            path: smollm2_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    let reqs = requests(&pair, &PROMPTS, 2);
+    let cfg = config(
+        Mode::Extrapolate,
+        Proposer::Base,
+        Criterion::Dlogp,
+        -0.3,
+        0.1,
+        7,
+    );
+    let one = run(&pair, &cfg, &reqs, 4, 1, 24);
+    let four = run(&pair, &cfg, &reqs, 4, 4, 24);
+    assert_eq!(one, four);
+    assert_ne!(
+        one[0].tokens, one[1].tokens,
+        "two samples of one prompt differ"
+    );
+}
+
+#[test]
+fn gamma_zero_extrapolation_is_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load(
+        &smollm2(),
+        RlSource::Lora {
+            path: smollm2_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    let reqs = requests(&pair, &PROMPTS, 1);
+    let replace = run(
+        &pair,
+        &config(
+            Mode::Replace,
+            Proposer::Base,
+            Criterion::Dlogp,
+            -0.2,
+            0.0,
+            5,
+        ),
+        &reqs,
+        1,
+        2,
+        24,
+    );
+    let extrap = run(
+        &pair,
+        &config(
+            Mode::Extrapolate,
+            Proposer::Base,
+            Criterion::Dlogp,
+            -0.2,
+            0.0,
+            5,
+        ),
+        &reqs,
+        1,
+        2,
+        24,
+    );
+    assert_eq!(replace, extrap);
+    assert!(replace
+        .iter()
+        .any(|g| g.trace.iter().any(|t| t.gate && t.chosen != t.proposed)));
+}
+
+/// A gate that never fires leaves the proposer's own tokens.
+#[test]
+fn gate_that_never_fires_gives_the_proposers_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load(
+        &smollm2(),
+        RlSource::Lora {
+            path: smollm2_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    let reqs = requests(&pair, &PROMPTS, 1);
+    let tokens = |gs: Vec<Generation>| gs.into_iter().map(|g| g.tokens).collect::<Vec<_>>();
+    let base = tokens(run(
+        &pair,
+        &config(Mode::Base, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
+        &reqs,
+        1,
+        2,
+        24,
+    ));
+    let rl = tokens(run(
+        &pair,
+        &config(Mode::Rl, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
+        &reqs,
+        1,
+        2,
+        24,
+    ));
+    assert_ne!(base, rl, "the adapter changes generations");
+    for k in [1, 4] {
+        let low_tau = config(
+            Mode::Extrapolate,
+            Proposer::Base,
+            Criterion::Dlogp,
+            -1e9,
+            0.1,
+            9,
+        );
+        assert_eq!(
+            base,
+            tokens(run(&pair, &low_tau, &reqs, k, 2, 24)),
+            "K = {k}"
+        );
+        let never_rl = config(
+            Mode::Extrapolate,
+            Proposer::Rl,
+            Criterion::Never,
+            0.0,
+            0.5,
+            9,
+        );
+        assert_eq!(
+            rl,
+            tokens(run(&pair, &never_rl, &reqs, k, 2, 24)),
+            "K = {k}"
+        );
+    }
+}
+
+/// A model paired with itself: Δlog p is exactly 0, so the dlogp gate never fires.
+#[test]
+fn a_model_paired_with_itself_never_fires() {
+    let model = fixture("tiny-llama.gguf");
+    let pair = load(&model, RlSource::Model(model.clone()));
+    let reqs = requests(&pair, &["the answer is"], 3);
+    let gens = run(
+        &pair,
+        &config(
+            Mode::Extrapolate,
+            Proposer::Base,
+            Criterion::Dlogp,
+            -1e-12,
+            0.1,
+            1,
+        ),
+        &reqs,
+        1,
+        3,
+        24,
+    );
+    for g in &gens {
+        assert!(!g.trace.is_empty());
+        for t in &g.trace {
+            assert!(!t.gate);
+            assert_eq!(t.dlogp, Some(0.0));
+        }
+    }
+}
+
+/// Draw many decisions from synthetic log-probs: with `always`, replace
+/// samples π_RL and extrapolate samples π_X, like `global`.
+#[test]
+fn always_gate_samples_the_target_distribution() {
+    let lp = |p: &[f64]| p.iter().map(|x| x.ln()).collect::<Vec<f64>>();
+    let base = lp(&[0.5, 0.2, 0.2, 0.1]);
+    let rl = lp(&[0.1, 0.4, 0.3, 0.2]);
+    let gamma = 0.5;
+    // π_X ∝ π_R^(1+γ) / π_B^γ
+    let x: Vec<f64> = (0..4)
+        .map(|i| (rl[i] * (1.0 + gamma) - base[i] * gamma).exp())
+        .collect();
+    let z: f64 = x.iter().sum();
+    let px: Vec<f64> = x.iter().map(|v| v / z).collect();
+    let prl: Vec<f64> = rl.iter().map(|v| v.exp()).collect();
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
+    let n = 40_000;
+    for (mode, target) in [
+        (Mode::Replace, &prl),
+        (Mode::Extrapolate, &px),
+        (Mode::Global, &px),
+    ] {
+        let cfg = DecodeConfig::new(
+            mode,
+            Proposer::Base,
+            Gate::new(Criterion::Always, 0.0).unwrap(),
+            gamma,
+            sampling,
+            11,
+        )
+        .unwrap();
+        let mut counts = [0usize; 4];
+        for i in 0..n {
+            let d = step::step(&cfg, Some(&base), Some(&rl), i as u64, 0).unwrap();
+            assert!(d.fired);
+            counts[d.chosen as usize] += 1;
+        }
+        let chi2: f64 = (0..4)
+            .map(|i| {
+                let e = target[i] * n as f64;
+                (counts[i] as f64 - e).powi(2) / e
+            })
+            .sum();
+        // 3 degrees of freedom: p = 0.001 at 16.27
+        assert!(
+            chi2 < 16.27,
+            "{mode:?}: chi2 {chi2}, counts {counts:?}, target {target:?}"
+        );
+    }
+    // sanity: the distributions under test really differ
+    assert!(Distribution::from_logprobs(&rl, &sampling).unwrap().prob(0) < 0.11);
+}
+
+#[test]
+fn generate_cli_streams_and_writes_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = smollm2();
+    let common = [
+        "generate",
+        "--base",
+        p(&base),
+        "--max-tokens",
+        "24",
+        "--seed",
+        "4",
+        "-q",
+    ];
+    let out = dlogp(&[&common[..], &["What is 2 + 2?"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let streamed = String::from_utf8(out.stdout).unwrap();
+    let rows = write_rows(
+        dir.path(),
+        "p.jsonl",
+        &[json!({"id": "q", "prompt": "What is 2 + 2?"})],
+    );
+    let out_path = dir.path().join("g.jsonl");
+    let out = dlogp(
+        &[
+            &common[..],
+            &["--input", p(&rows), "--output", p(&out_path)],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = read_jsonl(&out_path);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["id"], json!("q"));
+    assert_eq!(format!("{}\n", got[0]["text"].as_str().unwrap()), streamed);
+    assert!(got[0]["n_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn generate_rejects_bad_parameters() {
+    let base = smollm2();
+    for (extra, needle) in [
+        (&["--gamma", "-1"][..], "gamma"),
+        (&["--top-p", "0"][..], "top-p"),
+        (&["--top-p", "1.5"][..], "top-p"),
+        (&["--temperature", "0"][..], "temperature"),
+        (&["--draft", "0"][..], "draft"),
+        (&["--ctx-size", "8"][..], "--ctx-size"),
+        (&["--mode", "rl"][..], "RL model"),
+    ] {
+        let mut args = vec!["generate", "--base", p(&base), "--max-tokens", "4"];
+        args.extend_from_slice(extra);
+        args.push("What is 2 + 2? Please answer.");
+        let out = dlogp(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(out.stdout.is_empty(), "nothing on stdout after an error");
+    }
+}
