@@ -48,7 +48,7 @@ PY
 "$dlogp" generate --quiet --base "$base" --max-tokens 4 "warm up" >/dev/null
 read -r plain_s plain_n _ < <(run plain --mode rl "$@")
 read -r k1_s k1_n k1_gate < <(run lockstep --mode extrapolate --draft 1 "$@")
-read -r kd_s kd_n kd_gate < <(run speculative --mode extrapolate "$@")
+read -r kd_s kd_n kd_gate < <(run speculative --mode extrapolate ${DRAFT:+--draft "$DRAFT"} "$@")
 cmp -s "$work/lockstep.jsonl" "$work/speculative.jsonl" || { echo "error: speculative and lockstep outputs differ" >&2; exit 1; }
 python3 - "$plain_s" "$plain_n" "$k1_s" "$k1_n" "$k1_gate" "$kd_s" "$kd_n" "$kd_gate" "$n_prompts" "$max_tokens" <<'PY'
 import sys

@@ -11,6 +11,7 @@ use crate::runtime::{
 use crate::sampler::log_softmax;
 
 use super::config::{DecodeConfig, Side};
+use super::par::par_map;
 use super::step::{self, Decision};
 use super::DecodeError;
 
@@ -342,6 +343,32 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Full-vocabulary log-probs after each of the feeds `indices`, computed
+    /// in parallel; `None`s when that side is not evaluated.
+    fn read_lps(
+        &mut self,
+        side: Side,
+        indices: &[usize],
+    ) -> Result<Vec<Option<Vec<f64>>>, DecodeError> {
+        let t0 = std::time::Instant::now();
+        let session = match side {
+            Side::Base => self.base.as_ref(),
+            Side::Rl => self.rl.as_ref(),
+        };
+        let Some(session) = session else {
+            return Ok(vec![None; indices.len()]);
+        };
+        let logits: Vec<&[f32]> = indices.iter().map(|&i| session.logits(i)).collect();
+        let out = par_map(&logits, self.opts.threads, |l| {
+            let mut lp = vec![0.0; l.len()];
+            log_softmax(l, &mut lp).map(|()| Some(lp))
+        });
+        self.timing[3] += t0.elapsed();
+        out.into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DecodeError::Numerics(e.to_string()))
+    }
+
     /// Full-vocabulary log-probs after feed `i`, if that side is evaluated.
     fn read_lp(&mut self, side: Side, i: usize) -> Result<Option<Vec<f64>>, DecodeError> {
         let Some(s) = self.session(side) else {
@@ -423,17 +450,25 @@ impl<'m> Engine<'m> {
         requests: &[Request],
         on_text: &mut impl FnMut(usize, &str),
     ) -> Result<(), DecodeError> {
+        let inputs: Vec<(Option<&[f64]>, Option<&[f64]>, u64, u64)> = slots
+            .iter()
+            .map(|s| {
+                (
+                    s.lp_base.as_deref(),
+                    s.lp_rl.as_deref(),
+                    requests[s.req].key,
+                    s.gen.len() as u64,
+                )
+            })
+            .collect();
+        let cfg = &self.cfg;
+        let decisions = par_map(&inputs, self.opts.threads, |&(b, r, key, pos)| {
+            step::step(cfg, b, r, key, pos)
+        });
         let mut feeds = Vec::with_capacity(slots.len());
         let mut fed = Vec::with_capacity(slots.len());
-        for (k, slot) in slots.iter_mut().enumerate() {
-            let key = requests[slot.req].key;
-            let d = step::step(
-                &self.cfg,
-                slot.lp_base.as_deref(),
-                slot.lp_rl.as_deref(),
-                key,
-                slot.gen.len() as u64,
-            )?;
+        for (k, (slot, d)) in slots.iter_mut().zip(decisions).enumerate() {
+            let d = d?;
             if !self.accept(slot, d, on_text) {
                 feeds.push(Feed {
                     token: LlamaToken(d.chosen as i32),
@@ -448,9 +483,12 @@ impl<'m> Engine<'m> {
             return Ok(());
         }
         self.decode(&feeds, &feeds)?;
-        for (i, &k) in fed.iter().enumerate() {
-            slots[k].lp_base = self.read_lp(Side::Base, i)?;
-            slots[k].lp_rl = self.read_lp(Side::Rl, i)?;
+        let indices: Vec<usize> = (0..fed.len()).collect();
+        let base = self.read_lps(Side::Base, &indices)?;
+        let rl = self.read_lps(Side::Rl, &indices)?;
+        for ((&k, b), r) in fed.iter().zip(base).zip(rl) {
+            slots[k].lp_base = b;
+            slots[k].lp_rl = r;
             slots[k].n_past += 1;
         }
         Ok(())
@@ -491,34 +529,39 @@ impl<'m> Engine<'m> {
 
         // Draft: one proposer decode per draft position, all sequences at once.
         for j in 0..self.opts.draft {
-            let mut feeds = Vec::new();
-            let mut who = Vec::new();
-            for (k, slot) in slots.iter().enumerate() {
-                if j >= kmax[k] {
-                    continue;
-                }
-                let key = requests[slot.req].key;
-                let d = step::propose(&self.cfg, &lp_p[k][j], key, (slot.gen.len() + j) as u64)?;
+            let who: Vec<usize> = (0..slots.len()).filter(|&k| j < kmax[k]).collect();
+            if who.is_empty() {
+                break;
+            }
+            let cfg = &self.cfg;
+            let proposals = par_map(&who, self.opts.threads, |&k| {
+                let slot = &slots[k];
+                step::propose(
+                    cfg,
+                    &lp_p[k][j],
+                    requests[slot.req].key,
+                    (slot.gen.len() + j) as u64,
+                )
+            });
+            let mut feeds = Vec::with_capacity(who.len());
+            for (&k, d) in who.iter().zip(proposals) {
+                let d = d?;
                 drafts[k].push(d);
                 feeds.push(Feed {
                     token: LlamaToken(d as i32),
-                    pos: slot.n_past + j as u32,
-                    seq: slot.seq,
+                    pos: slots[k].n_past + j as u32,
+                    seq: slots[k].seq,
                     logits: true,
                 });
-                who.push(k);
-            }
-            if feeds.is_empty() {
-                break;
             }
             let t0 = std::time::Instant::now();
             self.session(p_side)
                 .ok_or(DecodeError::Numerics("no proposer session".into()))?
                 .decode(&feeds)?;
             self.timing[1] += t0.elapsed();
-            for (i, &k) in who.iter().enumerate() {
-                let lp = self.read_lp(p_side, i)?.unwrap_or_default();
-                lp_p[k].push(lp);
+            let indices: Vec<usize> = (0..who.len()).collect();
+            for (&k, lp) in who.iter().zip(self.read_lps(p_side, &indices)?) {
+                lp_p[k].push(lp.unwrap_or_default());
             }
         }
 
@@ -541,9 +584,9 @@ impl<'m> Engine<'m> {
             .ok_or(DecodeError::Numerics("no verifier session".into()))?
             .decode(&feeds)?;
         self.timing[2] += t0.elapsed();
-        for (i, &k) in owner.iter().enumerate() {
-            let lp = self.read_lp(o_side, i)?.unwrap_or_default();
-            lp_o[k].push(lp);
+        let indices: Vec<usize> = (0..owner.len()).collect();
+        for (&k, lp) in owner.iter().zip(self.read_lps(o_side, &indices)?) {
+            lp_o[k].push(lp.unwrap_or_default());
         }
 
         // Accept drafts up to the first decision that differs.
@@ -619,9 +662,12 @@ impl<'m> Engine<'m> {
             })
             .collect();
         self.decode(&feeds, &feeds)?;
-        for (i, &(k, _)) in fix.iter().enumerate() {
-            slots[k].lp_base = self.read_lp(Side::Base, i)?;
-            slots[k].lp_rl = self.read_lp(Side::Rl, i)?;
+        let indices: Vec<usize> = (0..fix.len()).collect();
+        let base = self.read_lps(Side::Base, &indices)?;
+        let rl = self.read_lps(Side::Rl, &indices)?;
+        for ((&(k, _), b), r) in fix.iter().zip(base).zip(rl) {
+            slots[k].lp_base = b;
+            slots[k].lp_rl = r;
             slots[k].n_past += 1;
         }
         Ok(())

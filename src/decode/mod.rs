@@ -3,6 +3,7 @@
 
 mod config;
 mod engine;
+mod par;
 pub mod step;
 
 pub use config::{DecodeConfig, Mode, Proposer, Side};
