@@ -82,6 +82,10 @@ pub struct EngineOptions {
     pub threads: usize,
 }
 
+/// What one sequence's next decision needs: log-probs of each model, the
+/// request key and the position.
+type StepInput<'a> = (Option<&'a [f64]>, Option<&'a [f64]>, u64, u64);
+
 struct Slot {
     req: usize,
     prompt_len: usize,
@@ -450,7 +454,7 @@ impl<'m> Engine<'m> {
         requests: &[Request],
         on_text: &mut impl FnMut(usize, &str),
     ) -> Result<(), DecodeError> {
-        let inputs: Vec<(Option<&[f64]>, Option<&[f64]>, u64, u64)> = slots
+        let inputs: Vec<StepInput<'_>> = slots
             .iter()
             .map(|s| {
                 (
