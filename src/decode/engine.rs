@@ -93,6 +93,8 @@ struct Slot {
     n_past: u32,
     gen: Vec<LlamaToken>,
     text: String,
+    /// Bytes of a UTF-8 character split across tokens, not yet in `text`.
+    pending: Vec<u8>,
     streamed: usize,
     trace: Vec<TraceEntry>,
     lp_base: Option<Vec<f64>>,
@@ -154,6 +156,15 @@ impl<'m> Engine<'m> {
             ));
         }
         let both = cfg.needs_base() && cfg.needs_rl();
+        let mut opts = opts;
+        if opts.draft > 1 && model.is_recurrent() {
+            // A recurrent cache cannot drop rejected drafts.
+            tracing::warn!(
+                "{}: recurrent model, decoding in lockstep (--draft 1)",
+                model.path().display()
+            );
+            opts.draft = 1;
+        }
         let speculative = opts.draft > 1 && cfg.can_speculate();
         // Lockstep decodes both models at once: half the threads each.
         let threads = if both && !speculative {
@@ -278,6 +289,7 @@ impl<'m> Engine<'m> {
             n_past: 0,
             gen: Vec::new(),
             text: String::new(),
+            pending: Vec::new(),
             streamed: 0,
             trace: Vec::new(),
             lp_base: None,
@@ -400,8 +412,12 @@ impl<'m> Engine<'m> {
             slot.finish = Some(Finish::Eog);
         } else {
             slot.gen.push(token);
-            slot.text.push_str(&self.model.piece(token));
-            let search_from = slot.streamed.saturating_sub(self.max_stop_len());
+            slot.pending.extend(self.model.piece_bytes(token));
+            append_utf8(&mut slot.text, &mut slot.pending);
+            let mut search_from = slot.streamed.saturating_sub(self.max_stop_len());
+            while !slot.text.is_char_boundary(search_from) {
+                search_from -= 1;
+            }
             if let Some(cut) = self
                 .opts
                 .stop
@@ -675,6 +691,57 @@ impl<'m> Engine<'m> {
             slots[k].n_past += 1;
         }
         Ok(())
+    }
+}
+
+/// Move the complete UTF-8 prefix of `pending` into `text`, keeping an
+/// incomplete trailing character for the next token; invalid bytes become
+/// U+FFFD.
+fn append_utf8(text: &mut String, pending: &mut Vec<u8>) {
+    loop {
+        match std::str::from_utf8(pending) {
+            Ok(s) => {
+                text.push_str(s);
+                pending.clear();
+                return;
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                text.push_str(&String::from_utf8_lossy(&pending[..valid]));
+                match e.error_len() {
+                    // an incomplete character at the end: wait for more bytes
+                    None => {
+                        pending.drain(..valid);
+                        return;
+                    }
+                    Some(bad) => {
+                        text.push(char::REPLACEMENT_CHARACTER);
+                        pending.drain(..valid + bad);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_utf8;
+
+    #[test]
+    fn characters_split_across_tokens_are_joined() {
+        let (mut text, mut pending) = (String::new(), Vec::new());
+        let bytes = "a日é".as_bytes();
+        for b in bytes {
+            pending.push(*b);
+            append_utf8(&mut text, &mut pending);
+        }
+        assert_eq!(text, "a日é");
+        assert!(pending.is_empty());
+        pending.extend([0xff, b'x', 0xe6]);
+        append_utf8(&mut text, &mut pending);
+        assert_eq!(text, "a日é\u{fffd}x");
+        assert_eq!(pending, vec![0xe6]);
     }
 }
 

@@ -79,12 +79,18 @@ pub fn decide(
             resample(cfg, &lp_x, seq, pos)?
         }
     };
+    if cfg.mode == Mode::Global {
+        // there is no proposal: report the sampled token's Δlog p
+        let c = chosen as usize;
+        return Ok(Decision {
+            proposed: chosen,
+            chosen,
+            fired,
+            dlogp: Some(lp_r[c] - lp_b[c]),
+        });
+    }
     Ok(Decision {
-        proposed: if cfg.mode == Mode::Global {
-            chosen
-        } else {
-            proposed
-        },
+        proposed,
         chosen,
         fired,
         dlogp: Some(dlogp),

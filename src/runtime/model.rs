@@ -84,6 +84,22 @@ impl Model {
                 key: "general.architecture",
             });
         }
+        match header.get_str("tokenizer.ggml.model") {
+            None => {
+                return Err(RuntimeError::MissingKey {
+                    path: path.to_path_buf(),
+                    key: "tokenizer.ggml.model",
+                })
+            }
+            Some("none") => {
+                return Err(RuntimeError::Load {
+                    path: path.to_path_buf(),
+                    reason: "the model has no tokenizer (tokenizer.ggml.model = \"none\")"
+                        .to_string(),
+                })
+            }
+            Some(_) => {}
+        }
         let backend = backend()?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let inner =
@@ -187,6 +203,17 @@ impl Model {
     pub fn piece(&self, token: LlamaToken) -> String {
         let bytes = self.inner.vocab().token_to_piece(token, true, None);
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The raw bytes of one token (a UTF-8 character may span tokens).
+    pub fn piece_bytes(&self, token: LlamaToken) -> Vec<u8> {
+        self.inner.vocab().token_to_piece(token, true, None)
+    }
+
+    /// Whether the model keeps recurrent state (Mamba-like layers), whose
+    /// cache cannot drop a suffix of a sequence.
+    pub fn is_recurrent(&self) -> bool {
+        self.inner.is_recurrent() || self.inner.is_hybrid()
     }
 
     /// Whether the token ends generation.

@@ -83,12 +83,21 @@ impl<'m> Session<'m> {
         self.ctx.get_logits_ith(i as i32)
     }
 
-    /// Forget positions `from..` of sequence `seq`.
+    /// Forget positions `from..` of sequence `seq`. Recurrent models cannot
+    /// drop part of a sequence: that is an error, not a silent no-op.
     pub fn trim(&mut self, seq: u32, from: u32) -> Result<(), RuntimeError> {
-        self.ctx
+        let removed = self
+            .ctx
             .clear_kv_cache_seq(Some(seq), Some(from), None)
-            .map(|_| ())
-            .map_err(|e| RuntimeError::Batch(e.to_string()))
+            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
+        if removed {
+            Ok(())
+        } else {
+            Err(RuntimeError::Batch(format!(
+                "the {} model's cache could not drop positions {from}.. of sequence {seq}",
+                self.name
+            )))
+        }
     }
 
     /// Forget everything.

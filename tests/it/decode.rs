@@ -459,3 +459,53 @@ fn generate_rejects_bad_parameters() {
         assert!(out.stdout.is_empty(), "nothing on stdout after an error");
     }
 }
+
+/// The random tiny model emits arbitrary byte tokens (split and invalid UTF-8):
+/// text assembly and stop-string search must cope (regression: slicing a
+/// string inside a multi-byte character panicked).
+#[test]
+fn byte_tokens_and_stop_strings_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-llama.gguf");
+    let rows = write_rows(dir.path(), "p.jsonl", &[json!({"prompt": "the answer is"})]);
+    let out_path = dir.path().join("g.jsonl");
+    let out = dlogp(&[
+        "generate",
+        "--base",
+        p(&model),
+        "--raw",
+        "--max-tokens",
+        "120",
+        "--top-p",
+        "1",
+        "--stop",
+        "zz",
+        "--stop",
+        "日本",
+        "--samples",
+        "24",
+        "-q",
+        "--input",
+        p(&rows),
+        "--output",
+        p(&out_path),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gens = read_jsonl(&out_path);
+    assert_eq!(gens.len(), 24);
+    let long = gens
+        .iter()
+        .filter(|g| g["n_tokens"].as_u64().unwrap() > 20)
+        .count();
+    assert!(
+        long > 3,
+        "enough long generations to exercise the text assembly"
+    );
+    for g in &gens {
+        let text = g["text"].as_str().unwrap();
+        assert!(
+            !text.contains("zz") && !text.contains("日本"),
+            "stop strings are cut: {text:?}"
+        );
+    }
+}
