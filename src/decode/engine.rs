@@ -724,6 +724,12 @@ fn append_utf8(text: &mut String, pending: &mut Vec<u8>) {
     }
 }
 
+impl From<RuntimeError> for DecodeError {
+    fn from(e: RuntimeError) -> Self {
+        DecodeError::Runtime(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::append_utf8;
@@ -742,11 +748,5 @@ mod tests {
         append_utf8(&mut text, &mut pending);
         assert_eq!(text, "a日é\u{fffd}x");
         assert_eq!(pending, vec![0xe6]);
-    }
-}
-
-impl From<RuntimeError> for DecodeError {
-    fn from(e: RuntimeError) -> Self {
-        DecodeError::Runtime(e)
     }
 }
