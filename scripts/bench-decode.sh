@@ -5,11 +5,15 @@
 # Same prompts, seed and length. Prints tokens/s and the gate rate of each; the
 # last line is `extrapolate/plain = R` for the default K.
 # Usage: scripts/bench-decode.sh [N_PROMPTS] [MAX_TOKENS] [extra generate flags...]
+# Defaults: 4 GSM8K prompts, up to 256 tokens, one sequence at a time (a laptop
+# user; SEQUENCES=8 decodes them side by side), the default draft (DRAFT=K to
+# override).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-n_prompts="${1:-8}"
-max_tokens="${2:-128}"
+n_prompts="${1:-4}"
+max_tokens="${2:-256}"
+sequences="${SEQUENCES:-1}"
 shift 2 || shift $# || true
 "$root/scripts/fetch-model.sh"
 cargo build --release --quiet
@@ -34,7 +38,7 @@ run() { # name, flags...: prints "seconds tokens gate_rate"
   local t0 t1
   t0=$(date +%s.%N)
   "$dlogp" generate --quiet --base "$base" --rl-lora "$work/lora.gguf" --input "$work/prompts.jsonl" \
-    --output "$work/$name.jsonl" --max-tokens "$max_tokens" --seed 0 "$@"
+    --output "$work/$name.jsonl" --max-tokens "$max_tokens" --sequences "$sequences" --seed 0 "$@"
   t1=$(date +%s.%N)
   python3 - "$work/$name.jsonl" "$t0" "$t1" <<'PY'
 import json, sys
@@ -54,7 +58,7 @@ python3 - "$plain_s" "$plain_n" "$k1_s" "$k1_n" "$k1_gate" "$kd_s" "$kd_n" "$kd_
 import sys
 ps, pn, k1s, k1n, k1g, kds, kdn, kdg, n, m = sys.argv[1:]
 ps, pn, k1s, k1n, k1g, kds, kdn, kdg = float(ps), int(pn), float(k1s), int(k1n), float(k1g), float(kds), int(kdn), float(kdg)
-print(f"{n} prompts, up to {m} tokens each (wall time includes model load)")
+print(f"{n} prompts, up to {m} tokens each (wall time includes model load and prompt processing)")
 print(f"plain --mode rl:                {pn:6d} tokens {ps:7.2f} s {pn/ps:7.1f} tokens/s")
 print(f"extrapolate, lockstep (K = 1):  {k1n:6d} tokens {k1s:7.2f} s {k1n/k1s:7.1f} tokens/s  gate rate {100*k1g:.2f}%")
 print(f"extrapolate, default K:         {kdn:6d} tokens {kds:7.2f} s {kdn/kds:7.1f} tokens/s  gate rate {100*kdg:.2f}%")
