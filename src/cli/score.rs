@@ -62,24 +62,39 @@ pub enum OverlapArg {
     Concurrent,
 }
 
+/// One output line: a response token and its metrics (pair or single).
 #[derive(Serialize)]
-struct PairRecord<'a> {
+struct Record<'a, M> {
     id: &'a Value,
     position: usize,
     token: i32,
     text: &'a str,
     #[serde(flatten)]
-    metrics: &'a TokenMetrics,
+    metrics: &'a M,
 }
 
-#[derive(Serialize)]
-struct SingleRecord<'a> {
-    id: &'a Value,
-    position: usize,
-    token: i32,
-    text: &'a str,
-    #[serde(flatten)]
-    metrics: &'a SingleMetrics,
+/// Write one row's records, calling `each` on every token's metrics.
+fn write_row<M: Serialize>(
+    out: &mut Output,
+    model: &Model,
+    id: &Value,
+    seq: &ScoreSequence,
+    scores: &[M],
+    mut each: impl FnMut(&M),
+) -> Result<(), RuntimeError> {
+    for (position, (m, &token)) in scores.iter().zip(&seq.response).enumerate() {
+        each(m);
+        let text = model.piece(token);
+        let record = Record {
+            id,
+            position,
+            token: token.0,
+            text: &text,
+            metrics: m,
+        };
+        write_record(out, &record)?;
+    }
+    Ok(())
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
@@ -118,23 +133,16 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let progress = progress_bar(&sequences, args.quiet);
             scorer.score_pair(
                 &sequences,
-                |i, scores| {
+                |i, scores: Vec<TokenMetrics>| {
                     summary.add_row();
-                    for (position, (m, &token)) in
-                        scores.iter().zip(&sequences[i].response).enumerate()
-                    {
-                        summary.push(m);
-                        let text = pair.base().piece(token);
-                        let record = PairRecord {
-                            id: &rows[i].id,
-                            position,
-                            token: token.0,
-                            text: &text,
-                            metrics: m,
-                        };
-                        write_record(&mut out, &record)?;
-                    }
-                    Ok(())
+                    write_row(
+                        &mut out,
+                        pair.base(),
+                        &rows[i].id,
+                        &sequences[i],
+                        &scores,
+                        |m| summary.push(m),
+                    )
                 },
                 |n| progress.inc(n as u64),
             )?;
@@ -162,24 +170,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             let (mut n, mut sum_logp, mut sum_entropy) = (0usize, 0.0f64, 0.0f64);
             scorer.score_single(
                 &sequences,
-                |i, scores| {
-                    for (position, (m, &token)) in
-                        scores.iter().zip(&sequences[i].response).enumerate()
-                    {
+                |i, scores: Vec<SingleMetrics>| {
+                    write_row(&mut out, &model, &rows[i].id, &sequences[i], &scores, |m| {
                         n += 1;
                         sum_logp += m.logp;
                         sum_entropy += m.entropy;
-                        let text = model.piece(token);
-                        let record = SingleRecord {
-                            id: &rows[i].id,
-                            position,
-                            token: token.0,
-                            text: &text,
-                            metrics: m,
-                        };
-                        write_record(&mut out, &record)?;
-                    }
-                    Ok(())
+                    })
                 },
                 |k| progress.inc(k as u64),
             )?;
