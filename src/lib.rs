@@ -29,6 +29,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod decode;
+pub mod eval;
 pub mod gguf;
 pub mod io;
 pub mod runtime;

@@ -6,6 +6,7 @@ mod fixtures;
 mod generate;
 mod inspect;
 mod score;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -32,6 +33,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
+    /// Generate verifiable task sets (seeded arithmetic).
+    Tasks(tasks::TasksArgs),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Tasks(args) => tasks::run(args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
     }

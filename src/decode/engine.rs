@@ -385,6 +385,45 @@ impl<'m> Engine<'m> {
             .map_err(|e| DecodeError::Numerics(e.to_string()))
     }
 
+    /// [`Engine::read_lps`] for both sides at once, all in parallel.
+    #[allow(clippy::type_complexity)]
+    fn read_lps_both(
+        &mut self,
+        indices: &[usize],
+    ) -> Result<(Vec<Option<Vec<f64>>>, Vec<Option<Vec<f64>>>), DecodeError> {
+        let t0 = std::time::Instant::now();
+        let mut jobs: Vec<(Side, &[f32])> = Vec::with_capacity(2 * indices.len());
+        for (side, session) in [
+            (Side::Base, self.base.as_ref()),
+            (Side::Rl, self.rl.as_ref()),
+        ] {
+            if let Some(s) = session {
+                jobs.extend(indices.iter().map(|&i| (side, s.logits(i))));
+            }
+        }
+        let results = par_map(&jobs, self.opts.threads, |(_, l)| {
+            let mut lp = vec![0.0; l.len()];
+            log_softmax(l, &mut lp).map(|()| lp)
+        });
+        let (mut base, mut rl) = (vec![None; indices.len()], vec![None; indices.len()]);
+        let (mut nb, mut nr) = (0, 0);
+        for ((side, _), lp) in jobs.iter().zip(results) {
+            let lp = lp.map_err(|e| DecodeError::Numerics(e.to_string()))?;
+            match side {
+                Side::Base => {
+                    base[nb] = Some(lp);
+                    nb += 1;
+                }
+                Side::Rl => {
+                    rl[nr] = Some(lp);
+                    nr += 1;
+                }
+            }
+        }
+        self.timing[3] += t0.elapsed();
+        Ok((base, rl))
+    }
+
     /// Full-vocabulary log-probs after feed `i`, if that side is evaluated.
     fn read_lp(&mut self, side: Side, i: usize) -> Result<Option<Vec<f64>>, DecodeError> {
         let Some(s) = self.session(side) else {
@@ -504,8 +543,7 @@ impl<'m> Engine<'m> {
         }
         self.decode(&feeds, &feeds)?;
         let indices: Vec<usize> = (0..fed.len()).collect();
-        let base = self.read_lps(Side::Base, &indices)?;
-        let rl = self.read_lps(Side::Rl, &indices)?;
+        let (base, rl) = self.read_lps_both(&indices)?;
         for ((&k, b), r) in fed.iter().zip(base).zip(rl) {
             slots[k].lp_base = b;
             slots[k].lp_rl = r;
@@ -683,8 +721,7 @@ impl<'m> Engine<'m> {
             .collect();
         self.decode(&feeds, &feeds)?;
         let indices: Vec<usize> = (0..fix.len()).collect();
-        let base = self.read_lps(Side::Base, &indices)?;
-        let rl = self.read_lps(Side::Rl, &indices)?;
+        let (base, rl) = self.read_lps_both(&indices)?;
         for ((&(k, _), b), r) in fix.iter().zip(base).zip(rl) {
             slots[k].lp_base = b;
             slots[k].lp_rl = r;

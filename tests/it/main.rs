@@ -4,5 +4,6 @@
 mod common;
 mod decode;
 mod errors;
+mod eval;
 mod score;
 mod smollm2;
