@@ -68,9 +68,9 @@ pub struct GenerateArgs {
     /// Samples per prompt.
     #[arg(long, short = 'n', default_value_t = 1)]
     pub samples: usize,
-    /// Draft length K for speculative gating (1: lockstep). Default: the
-    /// fastest measured on a 2-core CPU, 16 for one sequence at a time, 4
-    /// when several are decoded side by side.
+    /// Draft length K for speculative gating (1: lockstep, both models
+    /// concurrently). Default: the fastest measured on a 2-core CPU, 1 for
+    /// one sequence at a time, 4 when several are decoded side by side.
     #[arg(long)]
     pub draft: Option<usize>,
     /// Sequences decoded side by side.
@@ -187,7 +187,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let opts = EngineOptions {
         max_tokens: args.max_tokens,
         stop: args.stop.clone(),
-        draft: args.draft.unwrap_or(if n_seq == 1 { 16 } else { 4 }),
+        draft: args.draft.unwrap_or(if n_seq == 1 { 1 } else { 4 }),
         n_seq,
         n_ctx: args.model.ctx_size(model.n_ctx_train())?,
         threads,
