@@ -9,17 +9,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 n_rows="${1:-48}"
 shift || true
-"$root/scripts/fetch-model.sh"
-cargo build --release --quiet
-dlogp="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/dlogp"
-base="gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-"$dlogp" lora-init --base "$base" --out "$work/lora.gguf" --rank 16 --init random --std 0.02 --seed 0 2>/dev/null
-
-# GSM8K problems with their reference solutions as responses.
-data="$root/../shared/data/gsm8k/train.jsonl"
-[ -f "$data" ] || { echo "error: $data not found" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+source "$root/scripts/bench-common.sh"
+make_lora 16
 python3 - "$data" "$n_rows" > "$work/rows.jsonl" <<'PY'
 import json, sys
 path, n = sys.argv[1], int(sys.argv[2])
