@@ -18,6 +18,7 @@
 //! `What is <expr>?` where `<expr>` uses `+`, `-`, `*` or `/` separated by
 //! spaces and evaluates left to right (no expression mixes `*`/`/` with `+`/`-`).
 
+use crate::gguf::rng::splitmix64;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
@@ -189,7 +190,7 @@ fn level5(rng: &mut SplitMix64) -> (String, u64) {
     }
 }
 
-/// SplitMix64 (Steele, Lea and Flood 2014): a tiny, well-mixed seeded generator.
+/// SplitMix64 (Steele, Lea and Flood 2014) as a stream, with bounded draws.
 struct SplitMix64(u64);
 
 impl SplitMix64 {
@@ -198,11 +199,7 @@ impl SplitMix64 {
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.0)
     }
 
     /// Uniform in `0..bound` by multiply-high (bias below 2⁻⁵⁰ for small bounds);
