@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the default model: score SmolLM2-135M-Instruct against
-# itself plus a LoRA adapter, token by token, and print the summary.
+# itself plus a LoRA adapter, token by token, and print the summary; then
+# generate one answer with selective extrapolation over the same pair.
 # Outputs land in out/ (tokens.jsonl, summary.json).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,3 +18,8 @@ fi
 "$dlogp" score --base "$base" --rl-lora "$lora" \
   --input tests/data/score-rows.jsonl --output out/tokens.jsonl --summary out/summary.json
 echo "wrote out/tokens.jsonl ($(wc -l < out/tokens.jsonl) tokens) and out/summary.json" >&2
+# And the decoding side: selective extrapolation (the base proposes, the RL
+# side steps in where it disagrees), streamed to stdout.
+echo "--- dlogp generate --mode extrapolate (τ -0.3, γ 0.1, T 1, top-p 0.7):" >&2
+"$dlogp" generate --base "$base" --rl-lora "$lora" --max-tokens 160 --seed 0 \
+  "Tom has 3 apples and buys 4 more. How many apples does he have? Please reason step by step, and put your final answer within \\boxed{}."
