@@ -82,6 +82,9 @@ pub struct EngineOptions {
     pub threads: usize,
 }
 
+/// A position's full-vocabulary log-probs under one model, when evaluated.
+type LogProbs = Option<Vec<f64>>;
+
 /// What one sequence's next decision needs: log-probs of each model, the
 /// request key and the position.
 type StepInput<'a> = (Option<&'a [f64]>, Option<&'a [f64]>, u64, u64);
@@ -319,8 +322,9 @@ impl<'m> Engine<'m> {
             self.decode(&feeds, &feeds)?;
         }
         let last = (n - 1) % chunk;
-        slot.lp_base = self.read_lp(Side::Base, last)?;
-        slot.lp_rl = self.read_lp(Side::Rl, last)?;
+        let (mut base, mut rl) = self.read_lps_both(&[last])?;
+        slot.lp_base = base.pop().flatten();
+        slot.lp_rl = rl.pop().flatten();
         slot.n_past = n as u32;
         Ok(slot)
     }
@@ -359,82 +363,56 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Full-vocabulary log-probs after each of the feeds `indices`, computed
-    /// in parallel; `None`s when that side is not evaluated.
+    /// Full-vocabulary log-probs after each of the feeds `indices`, for each
+    /// of `sides`, all computed in parallel: one vector per side, `None`s for
+    /// a side the mode does not evaluate.
     fn read_lps(
         &mut self,
-        side: Side,
+        sides: &[Side],
         indices: &[usize],
-    ) -> Result<Vec<Option<Vec<f64>>>, DecodeError> {
+    ) -> Result<Vec<Vec<LogProbs>>, DecodeError> {
         let t0 = std::time::Instant::now();
-        let session = match side {
-            Side::Base => self.base.as_ref(),
-            Side::Rl => self.rl.as_ref(),
-        };
-        let Some(session) = session else {
-            return Ok(vec![None; indices.len()]);
-        };
-        let logits: Vec<&[f32]> = indices.iter().map(|&i| session.logits(i)).collect();
-        let out = par_map(&logits, self.opts.threads, |l| {
+        let mut logits: Vec<&[f32]> = Vec::with_capacity(sides.len() * indices.len());
+        let mut evaluated = Vec::with_capacity(sides.len());
+        for &side in sides {
+            let session = match side {
+                Side::Base => self.base.as_ref(),
+                Side::Rl => self.rl.as_ref(),
+            };
+            evaluated.push(session.is_some());
+            if let Some(s) = session {
+                logits.extend(indices.iter().map(|&i| s.logits(i)));
+            }
+        }
+        let lps = par_map(&logits, self.opts.threads, |l| {
             let mut lp = vec![0.0; l.len()];
-            log_softmax(l, &mut lp).map(|()| Some(lp))
-        });
+            log_softmax(l, &mut lp).map(|()| lp)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DecodeError::Numerics(e.to_string()))?;
+        let mut lps = lps.into_iter();
+        let out = evaluated
+            .into_iter()
+            .map(|e| {
+                (0..indices.len())
+                    .map(|_| if e { lps.next() } else { None })
+                    .collect()
+            })
+            .collect();
         self.timing[3] += t0.elapsed();
-        out.into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| DecodeError::Numerics(e.to_string()))
+        Ok(out)
     }
 
-    /// [`Engine::read_lps`] for both sides at once, all in parallel.
-    #[allow(clippy::type_complexity)]
+    /// [`Engine::read_lps`] for base and RL.
     fn read_lps_both(
         &mut self,
         indices: &[usize],
-    ) -> Result<(Vec<Option<Vec<f64>>>, Vec<Option<Vec<f64>>>), DecodeError> {
-        let t0 = std::time::Instant::now();
-        let mut jobs: Vec<(Side, &[f32])> = Vec::with_capacity(2 * indices.len());
-        for (side, session) in [
-            (Side::Base, self.base.as_ref()),
-            (Side::Rl, self.rl.as_ref()),
-        ] {
-            if let Some(s) = session {
-                jobs.extend(indices.iter().map(|&i| (side, s.logits(i))));
-            }
-        }
-        let results = par_map(&jobs, self.opts.threads, |(_, l)| {
-            let mut lp = vec![0.0; l.len()];
-            log_softmax(l, &mut lp).map(|()| lp)
-        });
-        let (mut base, mut rl) = (vec![None; indices.len()], vec![None; indices.len()]);
-        let (mut nb, mut nr) = (0, 0);
-        for ((side, _), lp) in jobs.iter().zip(results) {
-            let lp = lp.map_err(|e| DecodeError::Numerics(e.to_string()))?;
-            match side {
-                Side::Base => {
-                    base[nb] = Some(lp);
-                    nb += 1;
-                }
-                Side::Rl => {
-                    rl[nr] = Some(lp);
-                    nr += 1;
-                }
-            }
-        }
-        self.timing[3] += t0.elapsed();
+    ) -> Result<(Vec<LogProbs>, Vec<LogProbs>), DecodeError> {
+        let mut both = self.read_lps(&[Side::Base, Side::Rl], indices)?;
+        let rl = both.pop().unwrap_or_default();
+        let base = both.pop().unwrap_or_default();
         Ok((base, rl))
-    }
-
-    /// Full-vocabulary log-probs after feed `i`, if that side is evaluated.
-    fn read_lp(&mut self, side: Side, i: usize) -> Result<Option<Vec<f64>>, DecodeError> {
-        let Some(s) = self.session(side) else {
-            return Ok(None);
-        };
-        let t0 = std::time::Instant::now();
-        let logits = s.logits(i);
-        let mut lp = vec![0.0; logits.len()];
-        log_softmax(logits, &mut lp).map_err(|e| DecodeError::Numerics(e.to_string()))?;
-        self.timing[3] += t0.elapsed();
-        Ok(Some(lp))
     }
 
     /// Record a decision; returns whether the sequence is finished.
@@ -618,7 +596,10 @@ impl<'m> Engine<'m> {
                 .decode(&feeds)?;
             self.timing[1] += t0.elapsed();
             let indices: Vec<usize> = (0..who.len()).collect();
-            for (&k, lp) in who.iter().zip(self.read_lps(p_side, &indices)?) {
+            for (&k, lp) in who
+                .iter()
+                .zip(self.read_lps(&[p_side], &indices)?.swap_remove(0))
+            {
                 lp_p[k].push(lp.unwrap_or_default());
             }
         }
@@ -643,7 +624,10 @@ impl<'m> Engine<'m> {
             .decode(&feeds)?;
         self.timing[2] += t0.elapsed();
         let indices: Vec<usize> = (0..owner.len()).collect();
-        for (&k, lp) in owner.iter().zip(self.read_lps(o_side, &indices)?) {
+        for (&k, lp) in owner
+            .iter()
+            .zip(self.read_lps(&[o_side], &indices)?.swap_remove(0))
+        {
             lp_o[k].push(lp.unwrap_or_default());
         }
 

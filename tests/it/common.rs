@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dlogp::runtime::{ContextOptions, LoadOptions, ModelPair, PairSpec, RlSource};
 use serde_json::Value;
 
 pub fn root() -> PathBuf {
@@ -94,3 +95,31 @@ pub fn tiny_rows() -> Vec<Value> {
         ]}),
     ]
 }
+
+/// `dlogp lora-init` for SmolLM2 into `dir/name`, with these extra flags.
+pub fn smollm2_lora(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let base = smollm2();
+    let mut args = vec!["lora-init", "--base", p(&base), "--out", p(&path)];
+    args.extend_from_slice(flags);
+    let out = dlogp(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    path
+}
+
+pub fn load_pair(base: &Path, rl: RlSource) -> ModelPair {
+    let spec = PairSpec {
+        base: base.to_path_buf(),
+        rl,
+    };
+    ModelPair::load(&spec, &LoadOptions::default()).unwrap()
+}
+
+/// One sequence, 512 tokens: the plain reference evaluation's context.
+pub const PLAIN_CONTEXT: ContextOptions = ContextOptions {
+    n_ctx: 512,
+    n_batch: 512,
+    n_seq: 1,
+    threads: 2,
+    flash_attention: false,
+};

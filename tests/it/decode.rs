@@ -6,45 +6,30 @@ use std::path::{Path, PathBuf};
 use dlogp::decode::{
     step, DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request,
 };
-use dlogp::runtime::{LoadOptions, ModelPair, PairSpec, PromptFormat, RlSource};
+use dlogp::runtime::{ModelPair, PromptFormat, RlSource};
 use dlogp::sampler::{Criterion, Distribution, Gate, SamplingParams};
 use serde_json::json;
 
 use crate::common::*;
 
-fn smollm2_lora(dir: &Path) -> PathBuf {
-    let path = dir.join("lora.gguf");
-    // strong enough that the dlogp gate fires on a fair share of tokens
-    let out = dlogp(&[
-        "lora-init",
-        "--base",
-        p(&smollm2()),
-        "--out",
-        p(&path),
-        "--rank",
-        "8",
-        "--targets",
-        "attn_q,attn_v,ffn_up,ffn_down",
-        "--init",
-        "random",
-        "--std",
-        "0.08",
-        "--seed",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    path
-}
-
-fn load(base: &Path, rl: RlSource) -> ModelPair {
-    ModelPair::load(
-        &PairSpec {
-            base: base.to_path_buf(),
-            rl,
-        },
-        &LoadOptions::default(),
+/// Strong enough that the dlogp gate fires on a fair share of tokens.
+fn strong_lora(dir: &Path) -> PathBuf {
+    smollm2_lora(
+        dir,
+        "lora.gguf",
+        &[
+            "--rank",
+            "8",
+            "--targets",
+            "attn_q,attn_v,ffn_up,ffn_down",
+            "--init",
+            "random",
+            "--std",
+            "0.08",
+            "--seed",
+            "3",
+        ],
     )
-    .unwrap()
 }
 
 fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> {
@@ -128,10 +113,10 @@ const PROMPTS: [&str; 2] = ["What is 7 + 5?", "Name a color of the sky."];
 #[test]
 fn speculative_equals_lockstep() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = load(
+    let pair = load_pair(
         &smollm2(),
         RlSource::Lora {
-            path: smollm2_lora(dir.path()),
+            path: strong_lora(dir.path()),
             scale: 1.0,
         },
     );
@@ -180,10 +165,10 @@ fn speculative_equals_lockstep() {
 #[test]
 fn parallel_sequences_equal_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = load(
+    let pair = load_pair(
         &smollm2(),
         RlSource::Lora {
-            path: smollm2_lora(dir.path()),
+            path: strong_lora(dir.path()),
             scale: 1.0,
         },
     );
@@ -208,10 +193,10 @@ fn parallel_sequences_equal_one_at_a_time() {
 #[test]
 fn gamma_zero_extrapolation_is_replace() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = load(
+    let pair = load_pair(
         &smollm2(),
         RlSource::Lora {
-            path: smollm2_lora(dir.path()),
+            path: strong_lora(dir.path()),
             scale: 1.0,
         },
     );
@@ -256,10 +241,10 @@ fn gamma_zero_extrapolation_is_replace() {
 #[test]
 fn gate_that_never_fires_gives_the_proposers_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let pair = load(
+    let pair = load_pair(
         &smollm2(),
         RlSource::Lora {
-            path: smollm2_lora(dir.path()),
+            path: strong_lora(dir.path()),
             scale: 1.0,
         },
     );
@@ -316,7 +301,7 @@ fn gate_that_never_fires_gives_the_proposers_tokens() {
 #[test]
 fn a_model_paired_with_itself_never_fires() {
     let model = fixture("tiny-llama.gguf");
-    let pair = load(&model, RlSource::Model(model.clone()));
+    let pair = load_pair(&model, RlSource::Model(model.clone()));
     let reqs = requests(&pair, &["the answer is"], 3);
     let gens = run(
         &pair,

@@ -1,9 +1,7 @@
 //! `dlogp score` on the tiny fixtures: exact properties and agreement with an
 //! independent evaluation.
 
-use dlogp::runtime::{
-    plain_logits, ContextOptions, LoadOptions, ModelPair, PairSpec, PromptFormat, RlSource,
-};
+use dlogp::runtime::{plain_logits, PromptFormat, RlSource};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -106,22 +104,11 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
         }
     }
     // logp_rl equals a plain single-context evaluation of the same tokens.
-    let spec = PairSpec {
-        base: model.clone(),
-        rl: RlSource::Model(model.clone()),
-    };
-    let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
+    let pair = load_pair(&model, RlSource::Model(model.clone()));
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
     let input =
         dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions {
-        n_ctx: 512,
-        n_batch: 512,
-        n_seq: 1,
-        threads: 2,
-        flash_attention: false,
-    };
-    let mut ctx = pair.rl_context(&opts).unwrap();
+    let mut ctx = pair.rl_context(&PLAIN_CONTEXT).unwrap();
     let mut k = 0;
     for row in &input {
         let seq = format
@@ -185,26 +172,18 @@ fn metrics_equal_independent_f64_computation() {
             "--raw",
         ],
     );
-    let spec = PairSpec {
-        base: base.clone(),
-        rl: RlSource::Lora {
+    let pair = load_pair(
+        &base,
+        RlSource::Lora {
             path: lora,
             scale: 1.0,
         },
-    };
-    let pair = ModelPair::load(&spec, &LoadOptions::default()).unwrap();
+    );
     let format = PromptFormat::for_model(pair.base(), true).unwrap();
     let input =
         dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let opts = ContextOptions {
-        n_ctx: 512,
-        n_batch: 512,
-        n_seq: 1,
-        threads: 2,
-        flash_attention: false,
-    };
-    let mut base_ctx = pair.base_context(&opts).unwrap();
-    let mut rl_ctx = pair.rl_context(&opts).unwrap();
+    let mut base_ctx = pair.base_context(&PLAIN_CONTEXT).unwrap();
+    let mut rl_ctx = pair.rl_context(&PLAIN_CONTEXT).unwrap();
     let mut k = 0;
     let mut checked = 0;
     for row in &input {

@@ -7,24 +7,20 @@ use serde_json::json;
 use crate::common::*;
 
 fn lora(dir: &Path, init: &str) -> PathBuf {
-    let path = dir.join(format!("smollm2-{init}.gguf"));
-    let out = dlogp(&[
-        "lora-init",
-        "--base",
-        p(&smollm2()),
-        "--out",
-        p(&path),
-        "--rank",
-        "4",
-        "--targets",
-        "attn_q,attn_v,ffn_up",
-        "--init",
-        init,
-        "--std",
-        "0.05",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    path
+    smollm2_lora(
+        dir,
+        &format!("smollm2-{init}.gguf"),
+        &[
+            "--rank",
+            "4",
+            "--targets",
+            "attn_q,attn_v,ffn_up",
+            "--init",
+            init,
+            "--std",
+            "0.05",
+        ],
+    )
 }
 
 fn rows() -> PathBuf {
