@@ -8,3 +8,4 @@
 pub mod summary;
 
 pub use summary::{MetricSummaries, MetricSummary, ScoreReport, ScoreSummary, ThresholdCount};
+pub mod plot;

@@ -2,9 +2,11 @@
 //! only module that uses `anyhow` and draws progress bars.
 
 mod args;
+mod eval;
 mod fixtures;
 mod generate;
 mod inspect;
+mod intervene;
 mod score;
 mod tasks;
 
@@ -31,6 +33,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Generate with selective replace/extrapolation (or one model alone).
     Generate(generate::GenerateArgs),
+    /// Accuracy of decoding configurations on a verifiable dataset (Avg@k, Pass@k).
+    Eval(eval::EvalArgs),
+    /// Token-replacement sweep: accuracy against replaced tokens per criterion (METHOD.md §2).
+    Intervene(intervene::InterveneArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
     /// Generate verifiable task sets (seeded arithmetic).
@@ -46,7 +52,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Intervene(args) => intervene::run(args),
         Command::Tasks(args) => tasks::run(args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),

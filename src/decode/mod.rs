@@ -4,10 +4,12 @@
 mod config;
 mod engine;
 mod par;
+mod spec;
 pub mod step;
 
 pub use config::{DecodeConfig, Mode, Proposer, Side};
 pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
+pub use spec::{parse_specs, ConfigSpec, SpecError};
 
 use crate::runtime::RuntimeError;
 use crate::sampler::SamplerError;

@@ -151,8 +151,15 @@ fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
     input
 }
 
+/// Draws the replacement token. The draw reuses the proposal's random number
+/// unless the gate read the proposed token: a gate that fires independently
+/// of that number leaves it uniform, and sharing it couples the trajectories
+/// (common random numbers). So `replace` with `always` gives exactly
+/// `--mode rl`'s tokens, `extrapolate` with `always` exactly `global`'s, and
+/// an intervention sweep compares criteria on the same draws. The `dlogp`
+/// gate selects draws by the proposal, so it gets a fresh one.
 fn resample(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
-    let purpose = if cfg.mode == Mode::Global {
+    let purpose = if cfg.mode == Mode::Global || !cfg.gate.reads_proposal() {
         Purpose::Propose
     } else {
         Purpose::Resample

@@ -1,12 +1,20 @@
 //! Verifiable evaluation: datasets, the seeded arithmetic task generator,
-//! answer extraction and equivalence, and Avg@k / Pass@k.
+//! answer extraction and equivalence, Avg@k / Pass@k, and running a dataset
+//! under decoding configurations (with a journal to resume from).
 
 pub mod dataset;
+pub mod journal;
 pub mod metrics;
+pub mod run;
 pub mod tasks;
 pub mod verify;
 
 pub use dataset::{load, DatasetSpec, Preset};
+pub use journal::{Journal, JournalError};
 pub use metrics::{avg_at_k, pass_at_k, summarize};
+pub use run::{
+    markdown_table, summarize_config, ConfigSummary, EvalSummary, Evaluator, Grader, RunStats,
+    SampleKey, SampleRow,
+};
 pub use tasks::{arith, Task};
 pub use verify::{extract, is_equivalent, prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};

@@ -118,6 +118,14 @@ impl Gate {
         self.criterion
     }
 
+    /// Whether the decision reads the proposed token (only `dlogp` does; the
+    /// other criteria look at the two distributions or at nothing). When it
+    /// does not, firing is independent of the proposal's random draw, so the
+    /// re-sample may reuse that draw and stay exactly distributed.
+    pub fn reads_proposal(&self) -> bool {
+        self.criterion == Criterion::Dlogp
+    }
+
     pub fn tau(&self) -> f64 {
         self.tau
     }
