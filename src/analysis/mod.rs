@@ -9,3 +9,4 @@ pub mod summary;
 
 pub use summary::{MetricSummaries, MetricSummary, ScoreReport, ScoreSummary, ThresholdCount};
 pub mod plot;
+pub mod report;

@@ -74,16 +74,40 @@ const GREYS: [RGBColor; 3] = [
 ];
 const SIZE: (u32, u32) = (860, 540);
 
+/// `(low, high)` of an axis.
+type Span = (f64, f64);
+
 impl LinePlot {
+    fn drawable(&self, (x, y): (f64, f64)) -> bool {
+        x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0)
+    }
+
     fn points(&self, s: &Series) -> Vec<(f64, f64)> {
         s.points
             .iter()
             .copied()
-            .filter(|&(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0))
+            .filter(|&p| self.drawable(p))
             .collect()
     }
 
-    fn ranges(&self) -> Result<((f64, f64), (f64, f64)), PlotError> {
+    /// The series' drawable stretches: a point that cannot be drawn (not
+    /// finite, or not positive on a log axis) breaks the line, so an empty
+    /// histogram bin shows as a gap rather than a slope across it.
+    fn runs(&self, s: &Series) -> Vec<Vec<(f64, f64)>> {
+        let mut runs = vec![Vec::new()];
+        for &p in &s.points {
+            if self.drawable(p) {
+                runs.last_mut().expect("non-empty").push(p);
+            } else if !runs.last().expect("non-empty").is_empty() {
+                runs.push(Vec::new());
+            }
+        }
+        runs.retain(|r| !r.is_empty());
+        runs
+    }
+
+    /// `(x range, y range)`, padded.
+    fn ranges(&self) -> Result<(Span, Span), PlotError> {
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for s in &self.series {
             for (x, y) in self.points(s) {
@@ -180,13 +204,16 @@ impl LinePlot {
         for (i, s) in self.series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points = self.points(s);
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(&s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+            for (j, run) in self.runs(s).into_iter().enumerate() {
+                let drawn = chart
+                    .draw_series(LineSeries::new(run, color.stroke_width(2)))
+                    .map_err(|e| err(&e))?;
+                if j == 0 {
+                    drawn.label(&s.name).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                }
+            }
             if s.markers {
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))

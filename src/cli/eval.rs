@@ -461,6 +461,98 @@ impl Bench {
     }
 }
 
+/// A generated response scored by both models of the pair.
+pub struct ScoredResponse {
+    pub problem: usize,
+    pub sample: usize,
+    pub tokens: Vec<crate::runtime::LlamaToken>,
+    pub metrics: Vec<crate::sampler::TokenMetrics>,
+}
+
+impl Bench {
+    /// Generates the `k` samples of the first `n` problems under `cfg` (the
+    /// same samples `run` would make for that configuration) and scores
+    /// each response teacher-forced on the pair: every token's Δlog p,
+    /// entropies and KLs. Empty responses are left out.
+    pub fn generate_scored(
+        &self,
+        cfg: DecodeConfig,
+        n: usize,
+    ) -> anyhow::Result<Vec<ScoredResponse>> {
+        use crate::decode::{Engine, Request};
+        use crate::runtime::{Overlap, ScoreOptions, ScoreSequence, Scorer};
+        let pair = self.pair.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("scoring needs an RL model\nhint: pass --rl FILE or --rl-lora FILE")
+        })?;
+        let n = n.clamp(1, self.tasks.len());
+        let keys: Vec<SampleKey> = (0..n)
+            .flat_map(|problem| (0..self.k).map(move |sample| SampleKey { problem, sample }))
+            .collect();
+        let requests: Vec<Request> = keys
+            .iter()
+            .map(|s| Request {
+                key: (s.problem * self.k + s.sample) as u64,
+                prompt: self.prompts[s.problem].clone(),
+            })
+            .collect();
+        let mut opts = self.options.clone();
+        opts.n_seq = opts.n_seq.min(requests.len() as u32).max(1);
+        let mut done: Vec<(usize, Vec<crate::runtime::LlamaToken>)> = Vec::new();
+        Engine::for_pair(pair, cfg, opts)?.run(
+            &requests,
+            |_, _| {},
+            |g| {
+                if !g.tokens.is_empty() {
+                    done.push((g.request, g.tokens));
+                }
+                Ok(())
+            },
+        )?;
+        done.sort_by_key(|d| d.0);
+        let rows: Vec<ScoreSequence> = done
+            .iter()
+            .map(|(i, tokens)| ScoreSequence {
+                label: format!(
+                    "problem `{}` sample {}",
+                    self.tasks[keys[*i].problem].id, keys[*i].sample
+                ),
+                prompt: requests[*i].prompt.clone(),
+                response: tokens.clone(),
+            })
+            .collect();
+        let mut out: Vec<ScoredResponse> = done
+            .into_iter()
+            .map(|(i, tokens)| ScoredResponse {
+                problem: keys[i].problem,
+                sample: keys[i].sample,
+                tokens,
+                metrics: Vec::new(),
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let options = ScoreOptions {
+            n_ctx: self.options.n_ctx,
+            n_batch: 512,
+            n_seq: 8,
+            threads: self.options.threads,
+            overlap: Overlap::Concurrent,
+            flash_attention: false,
+        }
+        .fitted_to(&rows);
+        Scorer::for_pair(pair, options)?.score_pair(
+            &rows,
+            |i, m| {
+                out[i].metrics = m;
+                Ok(())
+            },
+            |_| {},
+        )?;
+        Ok(out)
+    }
+}
+
 /// Writes rows as JSONL atomically.
 pub fn write_rows(path: &Path, rows: &[&SampleRow]) -> anyhow::Result<()> {
     let mut out =

@@ -14,10 +14,9 @@ use serde::Serialize;
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{write_rows, Bench, DataArgs, NamedConfig, SamplingArgs};
 use crate::analysis::plot::{check_plot_path, LinePlot, RefLine, Series};
-use crate::decode::{ConfigSpec, Engine, Mode, Request};
+use crate::decode::{ConfigSpec, Mode};
 use crate::eval::{ConfigSummary, Journal};
 use crate::io::{write_atomic, Output};
-use crate::runtime::{Overlap, ScoreOptions, ScoreSequence, Scorer};
 use crate::sampler::{Criterion, TokenMetrics};
 
 #[derive(Debug, Args)]
@@ -185,59 +184,40 @@ fn calibrate(
     n: usize,
     quiet: bool,
 ) -> anyhow::Result<Calibration> {
-    let pair = bench.pair.as_ref().expect("intervene loads a pair");
     let n = n.clamp(1, bench.tasks.len());
-    let cfg = sampling.defaults(Mode::Base)?;
-    let requests: Vec<Request> = (0..n)
-        .flat_map(|p| (0..bench.k).map(move |s| (p, s)))
-        .map(|(p, s)| Request {
-            key: (p * bench.k + s) as u64,
-            prompt: bench.prompts[p].clone(),
-        })
-        .collect();
-    let mut opts = bench.options.clone();
-    opts.n_seq = opts.n_seq.min(requests.len() as u32).max(1);
+    let needs_metrics = criteria
+        .iter()
+        .any(|c| !matches!(c, Criterion::Random | Criterion::Never | Criterion::Always));
+    if !needs_metrics {
+        return Ok(Calibration {
+            n_problems: 0,
+            n_tokens: 0,
+            taus: criteria
+                .iter()
+                .map(|&c| {
+                    (
+                        c,
+                        if c == Criterion::Random {
+                            ratios.to_vec()
+                        } else {
+                            vec![0.0]
+                        },
+                    )
+                })
+                .collect(),
+        });
+    }
     if !quiet {
         eprintln!(
             "calibrating τ on {} base samples of {n} problems",
-            requests.len()
+            n * bench.k
         );
     }
-    let mut rows = Vec::new();
-    Engine::for_pair(pair, cfg, opts)?.run(
-        &requests,
-        |_, _| {},
-        |g| {
-            if !g.tokens.is_empty() {
-                rows.push(ScoreSequence {
-                    label: format!("calibration sample {}", g.request),
-                    prompt: requests[g.request].prompt.clone(),
-                    response: g.tokens,
-                });
-            }
-            Ok(())
-        },
-    )?;
-    let mut metrics: Vec<TokenMetrics> = Vec::new();
-    if !rows.is_empty() {
-        let options = ScoreOptions {
-            n_ctx: bench.options.n_ctx,
-            n_batch: 512,
-            n_seq: 8,
-            threads: bench.options.threads,
-            overlap: Overlap::Concurrent,
-            flash_attention: false,
-        }
-        .fitted_to(&rows);
-        Scorer::for_pair(pair, options)?.score_pair(
-            &rows,
-            |_, m| {
-                metrics.extend(m);
-                Ok(())
-            },
-            |_| {},
-        )?;
-    }
+    let metrics: Vec<TokenMetrics> = bench
+        .generate_scored(sampling.defaults(Mode::Base)?, n)?
+        .into_iter()
+        .flat_map(|r| r.metrics)
+        .collect();
     if metrics.is_empty() && criteria.iter().any(|&c| c != Criterion::Random) {
         anyhow::bail!("calibration: the base model generated no tokens\nhint: raise --calibrate or --max-tokens, or give --taus");
     }

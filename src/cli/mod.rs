@@ -1,6 +1,7 @@
 //! The `dlogp` command line: clap definitions and command glue. This is the
 //! only module that uses `anyhow` and draws progress bars.
 
+mod analyze;
 mod args;
 mod eval;
 mod fixtures;
@@ -33,6 +34,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Generate with selective replace/extrapolation (or one model alone).
     Generate(generate::GenerateArgs),
+    /// Distributions of Δlog p, entropy and KL on base- and RL-generated responses: report and plots.
+    Analyze(analyze::AnalyzeArgs),
     /// Accuracy of decoding configurations on a verifiable dataset (Avg@k, Pass@k).
     Eval(eval::EvalArgs),
     /// Token-replacement sweep: accuracy against replaced tokens per criterion (METHOD.md §2).
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Analyze(args) => analyze::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Intervene(args) => intervene::run(args),

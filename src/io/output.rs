@@ -43,6 +43,14 @@ impl Output {
             Output::File { temp, path } => {
                 let temp = temp.into_inner().map_err(|e| e.into_error())?;
                 temp.as_file().sync_all()?;
+                // temp files are private (0600); a written output is an
+                // ordinary file
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    temp.as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+                }
                 temp.persist(&path).map_err(|e| e.error)?;
                 Ok(())
             }

@@ -1,0 +1,273 @@
+//! `dlogp analyze`: the distribution analysis of METHOD.md §1 (histograms on
+//! a log density axis, sparsity, top tokens in context, Δlog p by token
+//! probability) from `dlogp score` outputs, or end to end from a pair and a
+//! dataset (generate with each model, score both sets, analyze).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::args::{ModelArgs, PairArgs};
+use super::eval::{Bench, DataArgs, SamplingArgs};
+use crate::analysis::report::{
+    analyze, read_scores, AnalysisOptions, ScoredToken, TokenSet, METRICS,
+};
+use crate::decode::Mode;
+use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
+use crate::io::write_atomic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlotFormat {
+    Svg,
+    Png,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// `dlogp score` output on responses the base model generated.
+    #[arg(long, value_name = "JSONL")]
+    pub base_generated: Option<PathBuf>,
+    /// `dlogp score` output on responses the RL model generated.
+    #[arg(long, value_name = "JSONL")]
+    pub rl_generated: Option<PathBuf>,
+    /// Instead of score files: the base model; with --rl/--rl-lora and --data,
+    /// analyze generates with each model, scores both sets and analyzes them.
+    #[arg(long, value_name = "GGUF")]
+    pub base: Option<PathBuf>,
+    #[arg(long, value_name = "GGUF", conflicts_with = "rl_lora")]
+    pub rl: Option<PathBuf>,
+    #[arg(long, value_name = "GGUF")]
+    pub rl_lora: Option<PathBuf>,
+    #[arg(long, default_value_t = 1.0)]
+    pub lora_scale: f32,
+    /// Problems to generate from (JSONL; with --base).
+    #[arg(long, short = 'd', value_name = "JSONL")]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Use only the first N problems.
+    #[arg(long, default_value_t = 16)]
+    pub limit: usize,
+    /// Responses per problem and model.
+    #[arg(long, short = 'k', default_value_t = 1)]
+    pub k: usize,
+    /// The report: .html (self-contained, inline SVG) or .md (plots written
+    /// beside it in REPORT_plots/).
+    #[arg(long, short = 'r', value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// All numbers as JSON.
+    #[arg(long, value_name = "JSON")]
+    pub json: Option<PathBuf>,
+    /// Also write each histogram to this directory.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Image format for --plots and Markdown reports.
+    #[arg(long, value_enum, default_value_t = PlotFormat::Svg)]
+    pub plot_format: PlotFormat,
+    /// Histogram bins.
+    #[arg(long, default_value_t = 60)]
+    pub bins: usize,
+    /// Tokens in each top list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Tokens of context on each side in the top lists.
+    #[arg(long, default_value_t = 8)]
+    pub context: usize,
+    /// |Δlog p| above this counts as large in the probability breakdown.
+    #[arg(long, default_value_t = 1.0)]
+    pub large: f64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
+    let source = path.display().to_string();
+    let file =
+        File::open(path).with_context(|| format!("{source}: could not open the score file"))?;
+    Ok(TokenSet {
+        name: name.to_string(),
+        tokens: read_scores(BufReader::new(file), &source)?,
+    })
+}
+
+/// Generate with the base and with the RL model, score both sets on the pair.
+fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<TokenSet>> {
+    let Some(data) = &args.data else {
+        anyhow::bail!("--base needs --data: the problems to generate responses for");
+    };
+    if args.rl.is_none() && args.rl_lora.is_none() {
+        anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
+    }
+    let pair_args = PairArgs {
+        base: base.to_path_buf(),
+        rl: args.rl.clone(),
+        rl_lora: args.rl_lora.clone(),
+        lora_scale: args.lora_scale,
+    };
+    let data_args = DataArgs {
+        data: data.clone(),
+        preset: args.preset,
+        question_field: None,
+        answer_field: None,
+        limit: Some(args.limit),
+        template: DEFAULT_PROMPT_TEMPLATE.to_string(),
+        last_number: false,
+        raw: false,
+    };
+    let bench = Bench::load(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
+    let pair = bench.pair.as_ref().expect("a pair was loaded");
+    let mut sets = Vec::new();
+    for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
+        if !args.quiet {
+            eprintln!(
+                "{name}: generating and scoring {} responses",
+                bench.tasks.len() * bench.k
+            );
+        }
+        let mut tokens = Vec::new();
+        for r in bench.generate_scored(args.sampling.defaults(mode)?, bench.tasks.len())? {
+            let id = format!("{}#{}", bench.tasks[r.problem].id, r.sample);
+            for (position, (m, &t)) in r.metrics.iter().zip(&r.tokens).enumerate() {
+                tokens.push(ScoredToken {
+                    id: id.clone(),
+                    position,
+                    text: pair.base().piece(t),
+                    logp_base: m.logp_base,
+                    logp_rl: m.logp_rl,
+                    metrics: [m.dlogp, m.entropy_base, m.entropy_rl, m.kl, m.kl_r, m.js],
+                });
+            }
+        }
+        sets.push(TokenSet {
+            name: name.to_string(),
+            tokens,
+        });
+    }
+    Ok(sets)
+}
+
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+    let report_kind = match &args.report {
+        Some(p) => match p
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("html" | "htm") => Some(true),
+            Some("md" | "markdown") => Some(false),
+            _ => anyhow::bail!("{}: unknown report format (use .html or .md)", p.display()),
+        },
+        None => None,
+    };
+    if args.report.is_none() && args.json.is_none() && args.plots.is_none() {
+        anyhow::bail!("nothing to write\nhint: pass --report report.html, --json analysis.json or --plots DIR");
+    }
+    if args.bins == 0 {
+        anyhow::bail!("invalid --bins: must be at least 1");
+    }
+    let sets = match (&args.base, &args.base_generated, &args.rl_generated) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            anyhow::bail!("give score files (--base-generated/--rl-generated) or models (--base ... --data), not both")
+        }
+        (Some(base), None, None) => generate_and_score(&args, base)?,
+        (None, None, None) => anyhow::bail!(
+            "nothing to analyze\nhint: pass --base-generated and/or --rl-generated (outputs of `dlogp score`), or --base, --rl-lora and --data"
+        ),
+        (None, b, r) => {
+            let mut sets = Vec::new();
+            if let Some(p) = b {
+                sets.push(read_set(p, "base-generated")?);
+            }
+            if let Some(p) = r {
+                sets.push(read_set(p, "RL-generated")?);
+            }
+            sets
+        }
+    };
+    let options = AnalysisOptions {
+        bins: args.bins,
+        top: args.top,
+        context: args.context,
+        large_threshold: args.large,
+        ..AnalysisOptions::default()
+    };
+    let analysis = analyze(&sets, &options);
+    let ext = match args.plot_format {
+        PlotFormat::Svg => "svg",
+        PlotFormat::Png => "png",
+    };
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: could not create", dir.display()))?;
+        for m in METRICS {
+            if let Some(p) = analysis.histogram_plot(m) {
+                p.save(&dir.join(format!("{m}.{ext}")))?;
+            }
+        }
+    }
+    if let (Some(path), Some(html)) = (&args.report, report_kind) {
+        let text = if html {
+            let mut svgs = HashMap::new();
+            for m in METRICS {
+                if let Some(p) = analysis.histogram_plot(m) {
+                    svgs.insert(m.to_string(), p.to_svg()?);
+                }
+            }
+            analysis.to_html(&svgs)
+        } else {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("report");
+            let dir_name = format!("{stem}_plots");
+            let dir = path.with_file_name(&dir_name);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: could not create", dir.display()))?;
+            let mut links = HashMap::new();
+            for m in METRICS {
+                if let Some(p) = analysis.histogram_plot(m) {
+                    p.save(&dir.join(format!("{m}.{ext}")))?;
+                    links.insert(m.to_string(), format!("{dir_name}/{m}.{ext}"));
+                }
+            }
+            analysis.to_markdown(&links)
+        };
+        write_atomic(path, text.as_bytes())
+            .with_context(|| format!("{}: could not write", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&analysis)? + "\n";
+        write_atomic(path, text.as_bytes())
+            .with_context(|| format!("{}: could not write", path.display()))?;
+    }
+    if !args.quiet {
+        let d = &analysis.metrics[0];
+        for sp in &d.sparsity {
+            let above = |t: f64| {
+                sp.share_above
+                    .iter()
+                    .find(|x| x.0 == t)
+                    .map_or(0.0, |x| x.1)
+            };
+            eprintln!(
+                "{}: {} tokens, Δlog p in [{:.2}, {:.2}], |Δlog p| > 0.1: {:.2}%, > 1: {:.2}%",
+                sp.set,
+                sp.n_tokens,
+                sp.min,
+                sp.max,
+                100.0 * above(0.1),
+                100.0 * above(1.0)
+            );
+        }
+    }
+    Ok(())
+}
