@@ -703,3 +703,65 @@ fn eval_intervene_and_analyze_reject_bad_input_clearly() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn eval_on_the_fixtures_with_a_zero_adapter_gives_base_samples_everywhere() {
+    // B = 0: Δlog p is exactly 0, so `rl` is the base model token for token
+    // and the dlogp gate (τ < 0) never fires.
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_rows(
+        dir.path(),
+        "d.jsonl",
+        &[
+            serde_json::json!({"id": "x", "question": "the answer is", "answer": "3"}),
+            serde_json::json!({"id": "y", "question": "e t e", "answer": "1"}),
+        ],
+    );
+    let (rows_path, summary_path) = (dir.path().join("s.jsonl"), dir.path().join("s.json"));
+    let (base, zero) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-zero.gguf"));
+    let out = dlogp(&[
+        "eval",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&zero),
+        "--data",
+        p(&data),
+        "--raw",
+        "--template",
+        "{question}",
+        "--modes",
+        "base,rl,extrapolate,replace:criterion=kl:tau=0",
+        "-k",
+        "3",
+        "--max-tokens",
+        "12",
+        "--last-number",
+        "-o",
+        p(&rows_path),
+        "--summary",
+        p(&summary_path),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = read_jsonl(&rows_path);
+    let texts = |config: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["config"] == config)
+            .map(|r| format!("{}/{}: {}", r["id"], r["sample"], r["response"]))
+            .collect()
+    };
+    assert_eq!(texts("base").len(), 6);
+    assert_eq!(texts("base"), texts("rl"));
+    assert_eq!(texts("base"), texts("extrapolate"));
+    // kl ≥ 0 always fires, and the RL draw reuses the proposal's: same tokens again
+    assert_eq!(texts("base"), texts("replace:criterion=kl:tau=0"));
+    let s = read_json(&summary_path);
+    assert_eq!(f(&s["configs"][2], "replacement_ratio"), 0.0);
+    assert_eq!(f(&s["configs"][3], "replacement_ratio"), 1.0);
+    let distinct: std::collections::HashSet<String> = texts("base")
+        .into_iter()
+        .map(|t| t[t.find(':').unwrap()..].to_string())
+        .collect();
+    assert!(distinct.len() > 1, "samples differ by key");
+}
