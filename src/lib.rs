@@ -23,6 +23,9 @@
 //! - [`sampler`]: pure math over logit slices; no FFI.
 //! - [`analysis`]: summary statistics.
 //! - [`io`]: JSONL rows in, atomic files out.
+//! - [`decode`]: the generation engine (lockstep and speculative, many
+//!   sequences side by side, a job source for servers).
+//! - [`serve`]: the OpenAI-compatible HTTP server (`dlogp serve`).
 //! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
 //!   progress bars).
 
@@ -34,6 +37,7 @@ pub mod gguf;
 pub mod io;
 pub mod runtime;
 pub mod sampler;
+pub mod serve;
 
 pub use gguf::{GgufFile, GgufWriter};
 pub use runtime::{ModelPair, PairSpec, RlSource, Scorer};

@@ -6,6 +6,7 @@ mod fixtures;
 mod generate;
 mod inspect;
 mod score;
+mod serve;
 mod tasks;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
+    /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
+    Serve(serve::ServeArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
     Fixtures(fixtures::FixturesArgs),
 }
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(args) => tasks::run(args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

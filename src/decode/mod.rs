@@ -7,7 +7,10 @@ mod par;
 pub mod step;
 
 pub use config::{DecodeConfig, Mode, Proposer, Side};
-pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
+pub use engine::{
+    Engine, EngineOptions, Finish, Generation, Job, JobSource, Request, TokenEvent, TokenLogprobs,
+    TraceEntry,
+};
 
 use crate::runtime::RuntimeError;
 use crate::sampler::SamplerError;
