@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::api::{ChatRequest, Common, CompletionRequest, Prompt, Stop};
 use super::config::{self, Preset, SamplingFields};
 use super::error::ApiError;
-use super::worker::{Event, Permit, Submission, TokenOut};
+use super::worker::{Event, Permit, Stats, Submission, TokenOut};
 use crate::decode::{DecodeConfig, Finish, Job};
 use crate::runtime::{ChatMessage, LlamaToken, ModelPair, PromptFormat};
 
@@ -53,6 +53,7 @@ pub struct AppState {
     pub default_name: String,
     pub jobs: mpsc::Sender<Submission>,
     pub taken: Arc<AtomicUsize>,
+    pub stats: Arc<Stats>,
     pub alive: Arc<AtomicBool>,
     pub next_id: AtomicU64,
     pub created: u64,
@@ -88,7 +89,13 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     if st.alive.load(Ordering::Acquire) {
-        axum::Json(json!({"status": "ok"})).into_response()
+        axum::Json(json!({
+            "status": "ok",
+            "requests": st.taken.load(Ordering::Acquire),
+            "completed": st.stats.completed.load(Ordering::Relaxed),
+            "cancelled": st.stats.cancelled.load(Ordering::Relaxed),
+        }))
+        .into_response()
     } else {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

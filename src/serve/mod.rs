@@ -135,6 +135,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     engine_cfg.mode = crate::decode::Mode::Extrapolate;
     let thread_pair = Arc::clone(&pair);
     let thread_alive = Arc::clone(&alive);
+    let stats = Arc::new(worker::Stats::default());
+    let thread_stats = Arc::clone(&stats);
     let engine_thread = std::thread::Builder::new()
         .name("dlogp-engine".to_string())
         .spawn(move || {
@@ -149,7 +151,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     return;
                 }
             };
-            let mut worker = worker::Worker::new(thread_pair.base(), jobs_rx);
+            let mut worker = worker::Worker::new(thread_pair.base(), jobs_rx, thread_stats);
             worker.run(&mut engine, &thread_alive);
         })?;
     match ready_rx.recv() {
@@ -182,6 +184,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         default_name: opts.name.clone(),
         jobs: jobs_tx,
         taken: Arc::new(AtomicUsize::new(0)),
+        stats,
         alive,
         next_id: AtomicU64::new(0),
         created: std::time::SystemTime::now()

@@ -5,7 +5,7 @@
 //! which the engine notices at its next iteration and cancels the job.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -58,6 +58,15 @@ pub enum Event {
     Error(ApiError),
 }
 
+/// Counters for `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Generations that ran to their end (EOG, stop, length, context).
+    pub completed: AtomicU64,
+    /// Generations cancelled because their client went away.
+    pub cancelled: AtomicU64,
+}
+
 /// A place in the bounded queue (running or waiting), returned on drop.
 pub struct Permit(Arc<AtomicUsize>);
 
@@ -90,14 +99,20 @@ pub struct Worker<'m> {
     model: &'m Model,
     jobs: mpsc::Receiver<Submission>,
     live: HashMap<u64, Live>,
+    stats: Arc<Stats>,
 }
 
 impl<'m> Worker<'m> {
-    pub fn new(model: &'m Model, jobs: mpsc::Receiver<Submission>) -> Worker<'m> {
+    pub fn new(
+        model: &'m Model,
+        jobs: mpsc::Receiver<Submission>,
+        stats: Arc<Stats>,
+    ) -> Worker<'m> {
         Worker {
             model,
             jobs,
             live: HashMap::new(),
+            stats,
         }
     }
 
@@ -195,6 +210,12 @@ impl JobSource for Worker<'_> {
     }
 
     fn done(&mut self, id: u64, generation: Generation) -> Result<(), DecodeError> {
+        let counter = if generation.finish == Finish::Cancelled {
+            &self.stats.cancelled
+        } else {
+            &self.stats.completed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Some(live) = self.live.remove(&id) {
             let _ = live.events.send(Event::Done {
                 finish: generation.finish,

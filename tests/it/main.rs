@@ -5,5 +5,7 @@ mod common;
 mod decode;
 mod errors;
 mod eval;
+mod http;
 mod score;
+mod serve;
 mod smollm2;
