@@ -35,6 +35,7 @@ pub mod decode;
 pub mod eval;
 pub mod gguf;
 pub mod io;
+pub mod plugin;
 pub mod runtime;
 pub mod sampler;
 pub mod serve;
