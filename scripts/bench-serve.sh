@@ -7,7 +7,8 @@
 # latency p50/p95 and time to first token of each run, checks that both
 # runs gave the same answers, and ends with `parallel/sequential = R`.
 # Usage: scripts/bench-serve.sh [CLIENTS] [MAX_TOKENS] [PARALLEL]
-# Defaults: 8 clients, 128 tokens, --parallel 4.
+# Defaults: 8 clients, 128 tokens, --parallel 4 (with the server's default
+# draft length; DRAFT=K sets it for the parallel run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,12 +19,13 @@ parallel="${3:-4}"
 source "$root/scripts/bench-common.sh"
 make_lora 8
 
-run() { # parallel -> prints the JSON summary of one run
+run() { # parallel [serve flags...] -> writes $work/answers-N.json
   local n="$1" port log pid
+  shift
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   log="$work/serve-$n.log"
   "$dlogp" serve --base "$base" --rl-lora "$work/lora.gguf" --port "$port" --parallel "$n" \
-    --ctx-size 1024 --queue 64 >"$log" 2>&1 &
+    --ctx-size 1024 --queue 64 "$@" >"$log" 2>&1 &
   pid=$!
   python3 - "$port" "$clients" "$max_tokens" "$data" "$work/answers-$n.json" <<'PY'
 import json, sys, threading, time, urllib.request
@@ -77,7 +79,7 @@ PY
 }
 
 run 1
-run "$parallel"
+run "$parallel" ${DRAFT:+--draft "$DRAFT"}
 python3 - "$work/answers-1.json" "$work/answers-$parallel.json" "$parallel" "$clients" "$max_tokens" <<'PY'
 import json, sys
 seq, par = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))

@@ -5,7 +5,8 @@
  * generates the same tokens) and reset (a reset sampler fed the prompt again
  * generates the same tokens), and the plugin's pointer checks.
  *
- * usage: host RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA
+ * usage: host RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]
+ * (with LORA, the RL model is RL.gguf + that adapter at scale 1)
  * prints: "tokens: t1 t2 ..." (the chain's), "clone: ...", "reset: ...",
  *         "stats: n_decided n_fired", "checks: ok"
  */
@@ -50,8 +51,8 @@ static void print_tokens(const char *label, const llama_token *t, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 9) {
-        fprintf(stderr, "usage: %s RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA\n", argv[0]);
+    if (argc != 9 && argc != 10) {
+        fprintf(stderr, "usage: %s RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]\n", argv[0]);
         return 2;
     }
     const char *rl_path = argv[1], *base_path = argv[2], *text = argv[3];
@@ -75,6 +76,14 @@ int main(int argc, char **argv) {
     cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     struct llama_context *ctx = llama_init_from_model(model, cp);
     if (!ctx) { fprintf(stderr, "cannot create a context\n"); return 1; }
+    if (argc == 10) {
+        struct llama_adapter_lora *lora = llama_adapter_lora_init(model, argv[9]);
+        float scale = 1.0f;
+        if (!lora || llama_set_adapters_lora(ctx, &lora, 1, &scale) != 0) {
+            fprintf(stderr, "cannot apply %s\n", argv[9]);
+            return 1;
+        }
+    }
 
     llama_token prompt[256];
     int n_prompt = llama_tokenize(vocab, text, (int32_t)strlen(text), prompt, 256, true, true);

@@ -6,6 +6,7 @@ mod decode;
 mod errors;
 mod eval;
 mod http;
+mod jobs;
 mod plugin;
 mod score;
 mod serve;

@@ -148,86 +148,153 @@ fn line<'a>(stdout: &'a str, label: &str) -> &'a str {
         .trim()
 }
 
+/// Run the C host and `dlogp generate --trace` with the same settings; the
+/// host's tokens (also after clone and reset) must equal generate's.
+#[allow(clippy::too_many_arguments)]
+fn check_host(
+    host: &Path,
+    dir: &Path,
+    base: &Path,
+    rl: &Path,
+    lora: Option<&Path>,
+    prompt: &str,
+    n: &str,
+    (mode, mode_name, seed, tau, gamma): (&str, &str, &str, &str, &str),
+) -> usize {
+    let mut args = vec![p(rl), p(base), prompt, n, seed, mode, tau, gamma];
+    if let Some(l) = lora {
+        args.push(p(l));
+    }
+    let out = Command::new(host).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "host failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(line(&stdout, "checks"), "ok");
+    let tokens = line(&stdout, "tokens").to_string();
+
+    let trace = dir.join(format!("trace-{mode_name}-{seed}.jsonl"));
+    let rows = dir.join("rows.jsonl");
+    let (rl_flag, rl_path) = match lora {
+        Some(l) => ("--rl-lora", l),
+        None => ("--rl", rl),
+    };
+    let g = dlogp(&[
+        "generate",
+        "--base",
+        p(base),
+        rl_flag,
+        p(rl_path),
+        "--raw",
+        "--mode",
+        mode_name,
+        "--tau",
+        tau,
+        "--gamma",
+        gamma,
+        "--seed",
+        seed,
+        "--max-tokens",
+        n,
+        "--ctx-size",
+        "256",
+        "--threads",
+        "2",
+        "--quiet",
+        "-o",
+        p(&rows),
+        "--trace",
+        p(&trace),
+        prompt,
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let trace = read_jsonl(&trace);
+    let expected: Vec<String> = trace
+        .iter()
+        .map(|r| r["chosen"].as_u64().unwrap().to_string())
+        .collect();
+    let fired = trace.iter().filter(|r| r["gate"] == true).count();
+    assert!(!expected.is_empty());
+    assert_eq!(tokens, expected.join(" "), "{mode_name} seed {seed}");
+    assert_eq!(line(&stdout, "clone"), tokens, "the clone diverged");
+    assert_eq!(line(&stdout, "reset"), tokens, "the reset sampler diverged");
+    let stats: Vec<usize> = line(&stdout, "stats")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(stats, vec![expected.len(), fired]);
+    fired
+}
+
 #[test]
 fn plugin_c_host_equals_generate() {
     let dir = tempfile::tempdir().unwrap();
     let host = build_host(dir.path());
     let (base, rl) = (fixture("tiny-llama.gguf"), fixture("tiny-llama-b.gguf"));
     // mode numbers as in dlogp.h
-    for (mode, mode_name, seed, tau, gamma) in [
-        ("3", "extrapolate", "7", "-0.3", "0.1"),
+    let mut fired = Vec::new();
+    for case in [
+        // two unrelated random models: Δlog p is large, so τ is far below 0
+        ("3", "extrapolate", "7", "-6", "0.1"),
         ("2", "replace", "1", "-0.1", "0.1"),
         ("3", "extrapolate", "12", "0.5", "1.0"),
+        ("4", "global", "5", "-0.3", "0.3"),
+        ("0", "base", "2", "-0.3", "0.1"),
     ] {
-        let out = Command::new(&host)
-            .args([
-                p(&rl),
-                p(&base),
-                "the answer is",
-                "40",
-                seed,
-                mode,
-                tau,
-                gamma,
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "host failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(line(&stdout, "checks"), "ok");
-        let tokens = line(&stdout, "tokens").to_string();
-
-        let trace = dir.path().join(format!("trace-{mode_name}-{seed}.jsonl"));
-        let rows = dir.path().join("rows.jsonl");
-        let g = dlogp(&[
-            "generate",
-            "--base",
-            p(&base),
-            "--rl",
-            p(&rl),
-            "--raw",
-            "--mode",
-            mode_name,
-            "--tau",
-            tau,
-            "--gamma",
-            gamma,
-            "--seed",
-            seed,
-            "--max-tokens",
-            "40",
-            "--ctx-size",
-            "256",
-            "--threads",
-            "2",
-            "--quiet",
-            "-o",
-            p(&rows),
-            "--trace",
-            p(&trace),
+        fired.push(check_host(
+            &host,
+            dir.path(),
+            &base,
+            &rl,
+            None,
             "the answer is",
-        ]);
-        assert!(g.status.success(), "{}", stderr(&g));
-        let expected: Vec<String> = read_jsonl(&trace)
-            .iter()
-            .map(|r| r["chosen"].as_u64().unwrap().to_string())
-            .collect();
-        let fired = read_jsonl(&trace)
-            .iter()
-            .filter(|r| r["gate"] == true)
-            .count();
-        assert!(!expected.is_empty());
-        assert_eq!(tokens, expected.join(" "), "{mode_name} seed {seed}");
-        assert_eq!(line(&stdout, "clone"), tokens, "the clone diverged");
-        assert_eq!(line(&stdout, "reset"), tokens, "the reset sampler diverged");
-        let stats: Vec<usize> = line(&stdout, "stats")
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
-        assert_eq!(stats, vec![expected.len(), fired]);
+            "40",
+            case,
+        ));
     }
+    assert!(
+        fired[0] > 0 && fired[0] < 40,
+        "extrapolate fired {} times",
+        fired[0]
+    );
+    assert_eq!(fired[4], 0);
+}
+
+/// The realistic case: SmolLM2 as the base in the plugin, SmolLM2 + a LoRA
+/// adapter as the host's model.
+#[test]
+fn plugin_c_host_equals_generate_smollm2_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = build_host(dir.path());
+    let base = smollm2();
+    let lora = smollm2_lora(
+        dir.path(),
+        "lora.gguf",
+        &[
+            "--rank",
+            "8",
+            "--targets",
+            "attn_q,attn_v,ffn_up,ffn_down",
+            "--init",
+            "random",
+            "--std",
+            "0.08",
+            "--seed",
+            "3",
+        ],
+    );
+    let fired = check_host(
+        &host,
+        dir.path(),
+        &base,
+        &base,
+        Some(&lora),
+        // the chat template's text, tokenized as written by both sides
+        "<|im_start|>user\nWhat is 7 + 5?<|im_end|>\n<|im_start|>assistant\n",
+        "48",
+        ("3", "extrapolate", "4", "-0.3", "0.1"),
+    );
+    assert!(fired > 0 && fired < 48, "the gate fired {fired} times");
 }
