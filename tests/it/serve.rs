@@ -700,3 +700,59 @@ fn serve_load_32_streaming_clients_equal_alone() {
         after2 >> 20
     );
 }
+
+#[test]
+fn serve_cli_errors_are_clear() {
+    let base = fixture("tiny-llama.gguf");
+    // no RL side
+    let out = dlogp(&["serve", "--base", p(&base), "--port", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs a pair"), "{}", stderr(&out));
+    // a port in use
+    let server = tiny_server(&[]);
+    let port = server.addr.port().to_string();
+    let lora = fixture("tiny-lora-random.gguf");
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("could not listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+    // invalid defaults die at start-up, naming the flag
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--top-p",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("top"), "{}", stderr(&out));
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--parallel",
+        "0",
+    ]);
+    assert!(stderr(&out).contains("--parallel"), "{}", stderr(&out));
+}
