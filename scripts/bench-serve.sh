@@ -8,7 +8,7 @@
 # runs gave the same answers, and ends with `parallel/sequential = R`.
 # Usage: scripts/bench-serve.sh [CLIENTS] [MAX_TOKENS] [PARALLEL]
 # Defaults: 8 clients, 128 tokens, --parallel 4 (with the server's default
-# draft length; DRAFT=K sets it for the parallel run).
+# draft length, 1; DRAFT=K sets it for the parallel run).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -23,10 +23,11 @@ pub struct ServeArgs {
     /// Requests that may wait for a free sequence; beyond that, 503.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
-    /// Draft length K for speculative gating (1: lockstep). Default: 1 with
-    /// one sequence, 4 with several (as `dlogp generate`).
-    #[arg(long)]
-    pub draft: Option<usize>,
+    /// Draft length K for speculative gating (1: lockstep, both models
+    /// every token). 1 measured fastest here with 1 and 4 sequences
+    /// (scripts/bench-serve.sh); try 4 with many sequences or on a GPU.
+    #[arg(long, default_value_t = 1)]
+    pub draft: usize,
     /// The default decoding mode (requests choose theirs by model name or
     /// the `dlogp` body object).
     #[arg(long, value_enum, default_value_t = Mode::Extrapolate)]
@@ -76,7 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         addr: SocketAddr::new(args.host, args.port),
         parallel,
         queue: args.queue,
-        draft: args.draft.unwrap_or(if parallel <= 1 { 1 } else { 4 }),
+        draft: args.draft,
         threads: args.model.threads()?,
         n_ctx: args.model.ctx_size,
         max_body: args.max_body_bytes,

@@ -602,7 +602,9 @@ fn serve_queue_full_is_503() {
 /// answer equals the same request served alone, and memory stays bounded.
 #[test]
 fn serve_load_32_streaming_clients_equal_alone() {
-    let server = tiny_server(&["--parallel", "4", "--queue", "64"]);
+    // --draft 4: iterations alternate between speculative (all running jobs
+    // gate base proposals) and lockstep (a base/rl/global job is running)
+    let server = tiny_server(&["--parallel", "4", "--queue", "64", "--draft", "4"]);
     let models = [
         "dlogp",
         "replace:tau=-0.2",
