@@ -26,6 +26,8 @@
 //! - [`decode`]: the generation engine (lockstep and speculative, many
 //!   sequences side by side, a job source for servers).
 //! - [`serve`]: the OpenAI-compatible HTTP server (`dlogp serve`).
+//! - [`plugin`]: `libdlogp`, a llama.cpp sampler for C hosts (the cdylib;
+//!   header `include/dlogp.h`).
 //! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
 //!   progress bars).
 
