@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -65,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
+        .route("/v1/models/{name}", get(model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .fallback(not_found)
@@ -114,6 +115,17 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
         .map(|id| json!({"id": id, "object": "model", "created": st.created, "owned_by": "dlogp"}))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// One model name: listed or not, any name that parses is served.
+async fn model(State(st): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match config::parse_model_name(&name, &st.default_name) {
+        Ok(_) => axum::Json(
+            json!({"id": name, "object": "model", "created": st.created, "owned_by": "dlogp"}),
+        )
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Which API a request came through.

@@ -157,6 +157,10 @@ fn serve_completion_equals_generate_and_chat_works() {
     ] {
         assert!(ids.contains(&want), "{ids:?}");
     }
+    let one = server.request("GET", "/v1/models/replace:tau=-1", None);
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.json()["id"], "replace:tau=-1");
+    error_of(&server.request("GET", "/v1/models/gpt-4", None), 404);
     for id in ids {
         let v = ok(
             &server,
