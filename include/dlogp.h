@@ -122,8 +122,6 @@ struct dlogp_stats {
   double last_dlogp;
 };
 
-
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
