@@ -3,14 +3,13 @@
 
 mod config;
 mod engine;
+mod job;
 mod par;
 pub mod step;
 
 pub use config::{DecodeConfig, Mode, Proposer, Side};
-pub use engine::{
-    Engine, EngineOptions, Finish, Generation, Job, JobSource, Request, TokenEvent, TokenLogprobs,
-    TraceEntry,
-};
+pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
+pub use job::{Job, JobSource, TokenEvent, TokenLogprobs};
 
 use crate::runtime::RuntimeError;
 use crate::sampler::SamplerError;
