@@ -19,6 +19,7 @@ mod api;
 pub mod config;
 mod error;
 mod http;
+mod reply;
 mod worker;
 
 use std::net::SocketAddr;
