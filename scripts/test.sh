@@ -7,4 +7,7 @@ cd "$root"
 "$root/scripts/setup.sh"
 # One test at a time: each test already runs llama.cpp on every core, and
 # llama.cpp's spinning thread barriers collapse when oversubscribed.
+# The cdylib (libdlogp.so, linked by the C host test) is built by `cargo
+# build`, not by `cargo test`.
+cargo build --release --locked
 cargo test --release --locked "$@" -- --test-threads=1

@@ -23,6 +23,11 @@
 //! - [`sampler`]: pure math over logit slices; no FFI.
 //! - [`analysis`]: summary statistics.
 //! - [`io`]: JSONL rows in, atomic files out.
+//! - [`decode`]: the generation engine (lockstep and speculative, many
+//!   sequences side by side, a job source for servers).
+//! - [`serve`]: the OpenAI-compatible HTTP server (`dlogp serve`).
+//! - [`plugin`]: `libdlogp`, a llama.cpp sampler for C hosts (the cdylib;
+//!   header `include/dlogp.h`).
 //! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
 //!   progress bars).
 
@@ -32,8 +37,10 @@ pub mod decode;
 pub mod eval;
 pub mod gguf;
 pub mod io;
+pub mod plugin;
 pub mod runtime;
 pub mod sampler;
+pub mod serve;
 
 pub use gguf::{GgufFile, GgufWriter};
 pub use runtime::{ModelPair, PairSpec, RlSource, Scorer};

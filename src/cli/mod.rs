@@ -9,6 +9,7 @@ mod generate;
 mod inspect;
 mod intervene;
 mod score;
+mod serve;
 mod tasks;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ pub enum Command {
     Tasks(tasks::TasksArgs),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
+    /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
+    Serve(serve::ServeArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
     Fixtures(fixtures::FixturesArgs),
 }
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(args) => tasks::run(args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -4,6 +4,12 @@
 //! decoding resumes at the first position whose decision differs from the
 //! draft). Both loops make every decision with [`step::decide`] and the same
 //! counter-based random keys, so they produce the same tokens.
+//!
+//! [`Engine::run`] decodes a fixed list of [`Request`]s with the engine's own
+//! configuration; [`Engine::serve`] is the general loop it is built on: a
+//! [`JobSource`] hands out [`Job`]s (each with its own configuration, limits
+//! and log-prob request) whenever a sequence slot is free, receives every
+//! generated position as it is decided, and can cancel a job at any time.
 
 use crate::runtime::{
     decode_both, ContextOptions, Feed, LlamaToken, Model, ModelPair, RuntimeError, Session,
@@ -11,6 +17,7 @@ use crate::runtime::{
 use crate::sampler::log_softmax;
 
 use super::config::{DecodeConfig, Side};
+use super::job::{token_logprobs, Job, JobSource, Requests, TokenEvent};
 use super::par::par_map;
 use super::step::{self, Decision};
 use super::DecodeError;
@@ -35,6 +42,8 @@ pub enum Finish {
     Stop,
     /// The context is full.
     Context,
+    /// The [`JobSource`] withdrew the job (e.g. its client went away).
+    Cancelled,
 }
 
 /// One generated position.
@@ -85,12 +94,23 @@ pub struct EngineOptions {
 /// A position's full-vocabulary log-probs under one model, when evaluated.
 type LogProbs = Option<Vec<f64>>;
 
-/// What one sequence's next decision needs: log-probs of each model, the
-/// request key and the position.
-type StepInput<'a> = (Option<&'a [f64]>, Option<&'a [f64]>, u64, u64);
+/// What one sequence's next decision needs: its configuration, log-probs of
+/// each model, the request key and the position.
+type StepInput<'a> = (
+    &'a DecodeConfig,
+    Option<&'a [f64]>,
+    Option<&'a [f64]>,
+    u64,
+    u64,
+);
 
 struct Slot {
-    req: usize,
+    id: u64,
+    key: u64,
+    cfg: DecodeConfig,
+    max_tokens: usize,
+    stop: Vec<String>,
+    logprobs: Option<usize>,
     prompt_len: usize,
     seq: u32,
     n_past: u32,
@@ -214,8 +234,8 @@ impl<'m> Engine<'m> {
     pub fn run(
         &mut self,
         requests: &[Request],
-        mut on_text: impl FnMut(usize, &str),
-        mut on_done: impl FnMut(Generation) -> Result<(), DecodeError>,
+        on_text: impl FnMut(usize, &str),
+        on_done: impl FnMut(Generation) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
         for (i, r) in requests.iter().enumerate() {
             if r.prompt.is_empty() {
@@ -229,18 +249,45 @@ impl<'m> Engine<'m> {
                 });
             }
         }
+        let mut source = Requests {
+            requests,
+            next: 0,
+            cfg: self.cfg.clone(),
+            max_tokens: self.opts.max_tokens,
+            stop: self.opts.stop.clone(),
+            on_text,
+            on_done,
+            error: None,
+        };
+        self.serve(&mut source)?;
+        match source.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Decode the jobs `source` hands out, up to `n_seq` at a time, until it
+    /// has none left (see [`JobSource::next_job`]). An error of llama.cpp or
+    /// of the numerics ends the whole loop; the jobs then running get no
+    /// [`JobSource::done`].
+    pub fn serve<S: JobSource>(&mut self, source: &mut S) -> Result<(), DecodeError> {
         for s in [&mut self.base, &mut self.rl].into_iter().flatten() {
             s.clear();
         }
         let mut free: Vec<u32> = (0..self.opts.n_seq.max(1)).rev().collect();
         let mut slots: Vec<Slot> = Vec::new();
-        let mut next = 0;
         loop {
-            while next < requests.len() {
+            while !free.is_empty() {
+                let Some(job) = source.next_job(slots.is_empty()) else {
+                    break;
+                };
+                if let Err(e) = self.check(&job) {
+                    source.rejected(job.id, e);
+                    continue;
+                }
                 let Some(seq) = free.pop() else { break };
-                let slot = self.prefill(next, seq, &requests[next].prompt)?;
+                let slot = self.prefill(job, seq)?;
                 slots.push(slot);
-                next += 1;
             }
             if slots.is_empty() {
                 tracing::debug!(
@@ -249,10 +296,15 @@ impl<'m> Engine<'m> {
                 );
                 break;
             }
-            if self.opts.draft > 1 && self.cfg.can_speculate() {
-                self.speculative_iteration(&mut slots, requests, &mut on_text)?;
+            if self.can_speculate(&slots) {
+                self.speculative_iteration(&mut slots, source)?;
             } else {
-                self.lockstep_iteration(&mut slots, requests, &mut on_text)?;
+                self.lockstep_iteration(&mut slots, source)?;
+            }
+            for s in &mut slots {
+                if s.finish.is_none() && !source.alive(s.id) {
+                    s.finish = Some(Finish::Cancelled);
+                }
             }
             let mut k = 0;
             while k < slots.len() {
@@ -262,13 +314,16 @@ impl<'m> Engine<'m> {
                         sess.trim(s.seq, 0)?;
                     }
                     free.push(s.seq);
-                    on_done(Generation {
-                        request: s.req,
-                        tokens: s.gen,
-                        text: s.text,
-                        trace: s.trace,
-                        finish,
-                    })?;
+                    source.done(
+                        s.id,
+                        Generation {
+                            request: s.id as usize,
+                            tokens: s.gen,
+                            text: s.text,
+                            trace: s.trace,
+                            finish,
+                        },
+                    )?;
                 } else {
                     k += 1;
                 }
@@ -277,16 +332,70 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
+    /// Whether `job` can run here.
+    fn check(&self, job: &Job) -> Result<(), DecodeError> {
+        if job.prompt.is_empty() {
+            return Err(DecodeError::Invalid("the prompt has no tokens".to_string()));
+        }
+        if job.prompt.len() + 1 > self.opts.n_ctx as usize {
+            return Err(DecodeError::PromptTooLong {
+                index: 0,
+                n_tokens: job.prompt.len(),
+                n_ctx: self.opts.n_ctx as usize,
+            });
+        }
+        if job.max_tokens == 0 {
+            return Err(DecodeError::Invalid(
+                "max_tokens must be at least 1".to_string(),
+            ));
+        }
+        if job.cfg.needs_rl() && self.rl.is_none() {
+            return Err(DecodeError::NeedsRl(job.cfg.mode));
+        }
+        if job.cfg.needs_base() && self.base.is_none() {
+            return Err(DecodeError::Invalid(format!(
+                "mode `{:?}` needs the base model, which this engine does not evaluate",
+                job.cfg.mode
+            )));
+        }
+        Ok(())
+    }
+
+    /// Speculative decoding applies to this iteration: drafts are allowed,
+    /// both models are evaluated, and every sequence gates proposals of the
+    /// same model. (Iterations of either kind give the same tokens, so the
+    /// choice may change from one iteration to the next.)
+    fn can_speculate(&self, slots: &[Slot]) -> bool {
+        let Some(first) = slots.first() else {
+            return false;
+        };
+        self.opts.draft > 1
+            && self.base.is_some()
+            && self.rl.is_some()
+            && slots.iter().all(|s| {
+                s.cfg.can_speculate() && s.cfg.proposer_side() == first.cfg.proposer_side()
+            })
+    }
+
     /// Feed a prompt to every session the mode needs; keep the log-probs of
     /// the next token.
-    fn prefill(
-        &mut self,
-        req: usize,
-        seq: u32,
-        prompt: &[LlamaToken],
-    ) -> Result<Slot, DecodeError> {
+    fn prefill(&mut self, job: Job, seq: u32) -> Result<Slot, DecodeError> {
+        let Job {
+            id,
+            key,
+            prompt,
+            cfg,
+            max_tokens,
+            stop,
+            logprobs,
+        } = job;
         let mut slot = Slot {
-            req,
+            id,
+            key,
+            cfg,
+            max_tokens,
+            stop,
+            logprobs,
             prompt_len: prompt.len(),
             seq,
             n_past: 0,
@@ -416,27 +525,37 @@ impl<'m> Engine<'m> {
     }
 
     /// Record a decision; returns whether the sequence is finished.
-    fn accept(&self, slot: &mut Slot, d: Decision, on_text: &mut impl FnMut(usize, &str)) -> bool {
-        slot.trace.push(TraceEntry {
+    /// `lp_base` / `lp_rl` are the log-probs the decision was made from.
+    fn accept<S: JobSource>(
+        &self,
+        slot: &mut Slot,
+        d: Decision,
+        lp_base: Option<&[f64]>,
+        lp_rl: Option<&[f64]>,
+        source: &mut S,
+    ) -> Result<bool, DecodeError> {
+        let trace = TraceEntry {
             position: slot.gen.len(),
             proposed: d.proposed,
             chosen: d.chosen,
             gate: d.fired,
             dlogp: d.dlogp,
-        });
+        };
+        slot.trace.push(trace);
         let token = LlamaToken(d.chosen as i32);
-        if self.model.is_eog(token) {
+        let eog = self.model.is_eog(token);
+        let max_stop = slot.stop.iter().map(String::len).max().unwrap_or(0);
+        if eog {
             slot.finish = Some(Finish::Eog);
         } else {
             slot.gen.push(token);
             slot.pending.extend(self.model.piece_bytes(token));
             append_utf8(&mut slot.text, &mut slot.pending);
-            let mut search_from = slot.streamed.saturating_sub(self.max_stop_len());
+            let mut search_from = slot.streamed.saturating_sub(max_stop);
             while !slot.text.is_char_boundary(search_from) {
                 search_from -= 1;
             }
-            if let Some(cut) = self
-                .opts
+            if let Some(cut) = slot
                 .stop
                 .iter()
                 .filter(|s| !s.is_empty())
@@ -449,7 +568,7 @@ impl<'m> Engine<'m> {
             {
                 slot.text.truncate(cut);
                 slot.finish = Some(Finish::Stop);
-            } else if slot.gen.len() >= self.opts.max_tokens {
+            } else if slot.gen.len() >= slot.max_tokens {
                 slot.finish = Some(Finish::Length);
             } else if slot.prompt_len + slot.gen.len() >= self.opts.n_ctx as usize {
                 // the token just kept fills the last cell
@@ -460,53 +579,60 @@ impl<'m> Engine<'m> {
         let safe = if slot.finish.is_some() {
             slot.text.len()
         } else {
-            let mut end = slot
-                .text
-                .len()
-                .saturating_sub(self.max_stop_len().saturating_sub(1));
+            let mut end = slot.text.len().saturating_sub(max_stop.saturating_sub(1));
             while end > 0 && !slot.text.is_char_boundary(end) {
                 end -= 1;
             }
             end
         };
-        if safe > slot.streamed {
-            on_text(slot.req, &slot.text[slot.streamed..safe]);
-            slot.streamed = safe;
-        }
-        slot.finish.is_some()
-    }
-
-    fn max_stop_len(&self) -> usize {
-        self.opts.stop.iter().map(String::len).max().unwrap_or(0)
+        let from = slot.streamed;
+        slot.streamed = safe.max(from);
+        let logprobs = match slot.logprobs {
+            Some(n) => Some(token_logprobs(&slot.cfg, &d, lp_base, lp_rl, n)?),
+            None => None,
+        };
+        let chosen = d.chosen as usize;
+        source.token(
+            slot.id,
+            &TokenEvent {
+                trace,
+                eog,
+                logprob_base: lp_base.map(|lp| lp[chosen]),
+                logprob_rl: lp_rl.map(|lp| lp[chosen]),
+                logprobs,
+                text: &slot.text[from..slot.streamed],
+            },
+        );
+        Ok(slot.finish.is_some())
     }
 
     /// Both models (or the one the mode uses) at every token.
-    fn lockstep_iteration(
+    fn lockstep_iteration<S: JobSource>(
         &mut self,
         slots: &mut [Slot],
-        requests: &[Request],
-        on_text: &mut impl FnMut(usize, &str),
+        source: &mut S,
     ) -> Result<(), DecodeError> {
         let inputs: Vec<StepInput<'_>> = slots
             .iter()
             .map(|s| {
                 (
+                    &s.cfg,
                     s.lp_base.as_deref(),
                     s.lp_rl.as_deref(),
-                    requests[s.req].key,
+                    s.key,
                     s.gen.len() as u64,
                 )
             })
             .collect();
-        let cfg = &self.cfg;
-        let decisions = par_map(&inputs, self.opts.threads, |&(b, r, key, pos)| {
+        let decisions = par_map(&inputs, self.opts.threads, |&(cfg, b, r, key, pos)| {
             step::step(cfg, b, r, key, pos)
         });
         let mut feeds = Vec::with_capacity(slots.len());
         let mut fed = Vec::with_capacity(slots.len());
         for (k, (slot, d)) in slots.iter_mut().zip(decisions).enumerate() {
             let d = d?;
-            if !self.accept(slot, d, on_text) {
+            let (lb, lr) = (slot.lp_base.take(), slot.lp_rl.take());
+            if !self.accept(slot, d, lb.as_deref(), lr.as_deref(), source)? {
                 feeds.push(Feed {
                     token: LlamaToken(d.chosen as i32),
                     pos: slot.n_past,
@@ -531,13 +657,15 @@ impl<'m> Engine<'m> {
     }
 
     /// Draft with the proposer, verify with the other model in one batch.
-    fn speculative_iteration(
+    fn speculative_iteration<S: JobSource>(
         &mut self,
         slots: &mut [Slot],
-        requests: &[Request],
-        on_text: &mut impl FnMut(usize, &str),
+        source: &mut S,
     ) -> Result<(), DecodeError> {
-        let p_side = self.cfg.proposer_side().unwrap_or(Side::Base);
+        let p_side = slots
+            .first()
+            .and_then(|s| s.cfg.proposer_side())
+            .unwrap_or(Side::Base);
         let o_side = match p_side {
             Side::Base => Side::Rl,
             Side::Rl => Side::Base,
@@ -553,7 +681,7 @@ impl<'m> Engine<'m> {
         let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (k, slot) in slots.iter_mut().enumerate() {
             let room_ctx = (self.opts.n_ctx as usize).saturating_sub(slot.n_past as usize);
-            let room_len = self.opts.max_tokens - slot.gen.len();
+            let room_len = slot.max_tokens.saturating_sub(slot.gen.len());
             kmax[k] = self.opts.draft.min(room_ctx).min(room_len).max(1);
             let p =
                 take_lp(slot, p_side).ok_or(DecodeError::Numerics("missing log-probs".into()))?;
@@ -569,13 +697,12 @@ impl<'m> Engine<'m> {
             if who.is_empty() {
                 break;
             }
-            let cfg = &self.cfg;
             let proposals = par_map(&who, self.opts.threads, |&k| {
                 let slot = &slots[k];
                 step::propose(
-                    cfg,
+                    &slot.cfg,
                     &lp_p[k][j],
-                    requests[slot.req].key,
+                    slot.key,
                     (slot.gen.len() + j) as u64,
                 )
             });
@@ -634,7 +761,7 @@ impl<'m> Engine<'m> {
         // Accept drafts up to the first decision that differs.
         let mut fix = Vec::new();
         for (k, slot) in slots.iter_mut().enumerate() {
-            let key = requests[slot.req].key;
+            let key = slot.key;
             let start = slot.n_past;
             let mut cut = None;
             for (j, &draft) in drafts[k].iter().enumerate() {
@@ -643,14 +770,14 @@ impl<'m> Engine<'m> {
                     Side::Rl => (&lp_o[k][j], &lp_p[k][j]),
                 };
                 let d = step::decide(
-                    &self.cfg,
+                    &slot.cfg,
                     Some(lb),
                     Some(lr),
                     draft,
                     key,
                     slot.gen.len() as u64,
                 )?;
-                if self.accept(slot, d, on_text) {
+                if self.accept(slot, d, Some(lb), Some(lr), source)? {
                     break;
                 }
                 if d.chosen != draft {

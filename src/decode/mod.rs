@@ -3,12 +3,14 @@
 
 mod config;
 mod engine;
+mod job;
 mod par;
 mod spec;
 pub mod step;
 
 pub use config::{DecodeConfig, Mode, Proposer, Side};
 pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
+pub use job::{Job, JobSource, TokenEvent, TokenLogprobs};
 pub use spec::{parse_specs, ConfigSpec, SpecError};
 
 use crate::runtime::RuntimeError;

@@ -1,0 +1,100 @@
+//! `dlogp serve`: the OpenAI-compatible server.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Args;
+
+use super::args::{ModelArgs, PairArgs};
+use crate::decode::{Mode, Proposer};
+use crate::sampler::Criterion;
+use crate::serve::{Preset, ServeOptions};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests decoded side by side (parallel sequences on one engine).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: u32,
+    /// Requests that may wait for a free sequence; beyond that, 503.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Draft length K for speculative gating (1: lockstep, both models
+    /// every token). 1 measured fastest here with 1 and 4 sequences
+    /// (scripts/bench-serve.sh); try 4 with many sequences or on a GPU.
+    #[arg(long, default_value_t = 1)]
+    pub draft: usize,
+    /// The default decoding mode (requests choose theirs by model name or
+    /// the `dlogp` body object).
+    #[arg(long, value_enum, default_value_t = Mode::Extrapolate)]
+    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = Proposer::Base)]
+    pub proposer: Proposer,
+    #[arg(long, value_enum, default_value_t = Criterion::Dlogp)]
+    pub criterion: Criterion,
+    #[arg(long, default_value_t = -0.3, allow_hyphen_values = true)]
+    pub tau: f64,
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
+    pub gamma: f64,
+    /// Default temperature (a request's `temperature` overrides it).
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    pub temperature: f64,
+    /// Default nucleus mass (a request's `top_p` overrides it).
+    #[arg(long, default_value_t = 0.7, allow_hyphen_values = true)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Longest prompt in tokens (default: the context size − 1).
+    #[arg(long)]
+    pub max_prompt_tokens: Option<usize>,
+    /// Largest `max_tokens` a request may ask for (and the default).
+    #[arg(long, default_value_t = 2048)]
+    pub max_tokens_limit: usize,
+    /// The model name that stands for these defaults.
+    #[arg(long, default_value = "dlogp")]
+    pub name: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let Some(pair) = args.pair.spec() else {
+        anyhow::bail!(
+            "dlogp serve needs a pair\nhint: pass --rl FILE or --rl-lora FILE next to --base"
+        );
+    };
+    let parallel = args.parallel;
+    let opts = ServeOptions {
+        pair,
+        load: args.model.load_options(),
+        addr: SocketAddr::new(args.host, args.port),
+        parallel,
+        queue: args.queue,
+        draft: args.draft,
+        threads: args.model.threads()?,
+        n_ctx: args.model.ctx_size,
+        max_body: args.max_body_bytes,
+        max_prompt_tokens: args.max_prompt_tokens,
+        max_tokens: args.max_tokens_limit,
+        preset: Preset {
+            mode: args.mode,
+            criterion: args.criterion,
+            tau: args.tau,
+            gamma: args.gamma,
+            proposer: args.proposer,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+        },
+        name: args.name,
+    };
+    crate::serve::serve(opts)?;
+    Ok(())
+}

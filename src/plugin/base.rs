@@ -1,0 +1,133 @@
+//! The plugin's base model context: the prompt and every accepted token fed
+//! in order, and the base model's log-probs for the next position.
+
+use std::mem::ManuallyDrop;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::runtime::{ContextOptions, Feed, LlamaToken, LoadOptions, Model, Session};
+use crate::sampler::log_softmax;
+
+/// A base model context that owns (a share of) its model.
+pub(crate) struct BaseContext {
+    /// Borrows `model`; dropped first (see `Drop`).
+    session: ManuallyDrop<Session<'static>>,
+    model: Arc<Model>,
+    options: ContextOptions,
+    /// Everything fed so far.
+    history: Vec<LlamaToken>,
+    /// Log-probs of the next token, once something was fed.
+    next: Option<Vec<f64>>,
+}
+
+impl BaseContext {
+    pub(crate) fn load(
+        path: &Path,
+        options: ContextOptions,
+        load: &LoadOptions,
+    ) -> Result<BaseContext, String> {
+        let model = Model::load(path, load).map_err(|e| e.to_string())?;
+        Self::with_model(Arc::new(model), options)
+    }
+
+    fn with_model(model: Arc<Model>, options: ContextOptions) -> Result<BaseContext, String> {
+        // SAFETY: the model lives on the heap behind `Arc`, which this struct
+        // keeps until after the session is dropped (`Drop` below drops the
+        // session first), and the model is never mutated; so the reference
+        // outlives every use the session makes of it.
+        let model_ref: &'static Model = unsafe { &*Arc::as_ptr(&model) };
+        let ctx = model_ref.new_context(&options).map_err(|e| e.to_string())?;
+        Ok(BaseContext {
+            session: ManuallyDrop::new(Session::new(ctx, 1, "base")),
+            model,
+            options,
+            history: Vec::new(),
+            next: None,
+        })
+    }
+
+    /// A fresh context on the same model with the same tokens fed.
+    pub(crate) fn duplicate(&self) -> Result<BaseContext, String> {
+        let mut copy = Self::with_model(Arc::clone(&self.model), self.options)?;
+        if !self.history.is_empty() {
+            copy.feed(&self.history)?;
+        }
+        Ok(copy)
+    }
+
+    pub(crate) fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Forget everything fed.
+    pub(crate) fn clear(&mut self) {
+        self.session.clear();
+        self.history.clear();
+        self.next = None;
+    }
+
+    /// Tokens fed so far.
+    pub(crate) fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// The base model's log-probs of the next token.
+    pub(crate) fn next_logprobs(&self) -> Option<&[f64]> {
+        self.next.as_deref()
+    }
+
+    /// Feed tokens after those already fed; keep the next-token log-probs.
+    pub(crate) fn feed(&mut self, tokens: &[LlamaToken]) -> Result<(), String> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let n_vocab = self.model.n_vocab();
+        if let Some(bad) = tokens.iter().find(|t| t.0 < 0 || t.0 as usize >= n_vocab) {
+            return Err(format!(
+                "token {} is outside the base model's vocabulary of {n_vocab}",
+                bad.0
+            ));
+        }
+        let n_ctx = self.options.n_ctx as usize;
+        if self.history.len() + tokens.len() > n_ctx {
+            return Err(format!(
+                "{} tokens do not fit the base context of {n_ctx} (raise n_ctx)",
+                self.history.len() + tokens.len()
+            ));
+        }
+        let chunk = self.session.n_batch().max(1);
+        let start = self.history.len();
+        let mut last = 0;
+        for (c, part) in tokens.chunks(chunk).enumerate() {
+            let feeds: Vec<Feed> = part
+                .iter()
+                .enumerate()
+                .map(|(j, &token)| {
+                    let i = c * chunk + j;
+                    Feed {
+                        token,
+                        pos: (start + i) as u32,
+                        seq: 0,
+                        logits: i + 1 == tokens.len(),
+                    }
+                })
+                .collect();
+            self.session.decode(&feeds).map_err(|e| e.to_string())?;
+            last = part.len() - 1;
+        }
+        let logits = self.session.logits(last);
+        let mut lp = vec![0.0; logits.len()];
+        log_softmax(logits, &mut lp).map_err(|e| format!("base model: {e}"))?;
+        self.next = Some(lp);
+        self.history.extend_from_slice(tokens);
+        Ok(())
+    }
+}
+
+impl Drop for BaseContext {
+    fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here, before `model` (a field dropped
+        // after this body runs).
+        unsafe { ManuallyDrop::drop(&mut self.session) }
+    }
+}

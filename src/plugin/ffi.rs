@@ -1,0 +1,570 @@
+//! The exported C functions and the `llama_sampler_i` callbacks. Each goes
+//! through [`boundary`], which catches panics, and checks its pointers.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use llama_cpp_sys_2 as sys;
+
+use super::base::BaseContext;
+use crate::decode::{step, DecodeConfig, Mode, Proposer};
+use crate::runtime::{ContextOptions, LlamaToken, LoadOptions};
+use crate::sampler::{log_softmax, Criterion, Gate, SamplingParams};
+
+/// `dlogp_params.mode`: the base model alone.
+pub const DLOGP_MODE_BASE: i32 = 0;
+/// `dlogp_params.mode`: the RL (host) model alone.
+pub const DLOGP_MODE_RL: i32 = 1;
+/// `dlogp_params.mode`: the proposer samples; where the gate fires, re-sample from π_RL.
+pub const DLOGP_MODE_REPLACE: i32 = 2;
+/// `dlogp_params.mode`: where the gate fires, re-sample from π_X ∝ π_RL · exp(γ Δlog p).
+pub const DLOGP_MODE_EXTRAPOLATE: i32 = 3;
+/// `dlogp_params.mode`: π_X at every token.
+pub const DLOGP_MODE_GLOBAL: i32 = 4;
+
+/// `dlogp_params.criterion`: fires when Δlog p of the proposal ≤ τ.
+pub const DLOGP_CRITERION_DLOGP: i32 = 0;
+/// `dlogp_params.criterion`: base entropy ≥ τ.
+pub const DLOGP_CRITERION_ENTROPY: i32 = 1;
+/// `dlogp_params.criterion`: RL entropy ≥ τ.
+pub const DLOGP_CRITERION_ENTROPY_RL: i32 = 2;
+/// `dlogp_params.criterion`: KL(π_RL ‖ π_base) ≥ τ.
+pub const DLOGP_CRITERION_KL: i32 = 3;
+/// `dlogp_params.criterion`: KL(π_base ‖ π_RL) ≥ τ.
+pub const DLOGP_CRITERION_KL_R: i32 = 4;
+/// `dlogp_params.criterion`: Jensen–Shannon ≥ τ.
+pub const DLOGP_CRITERION_JS: i32 = 5;
+/// `dlogp_params.criterion`: fires with probability τ.
+pub const DLOGP_CRITERION_RANDOM: i32 = 6;
+/// `dlogp_params.criterion`: never fires.
+pub const DLOGP_CRITERION_NEVER: i32 = 7;
+/// `dlogp_params.criterion`: always fires.
+pub const DLOGP_CRITERION_ALWAYS: i32 = 8;
+
+/// `dlogp_params.proposer`: the base model proposes (the paper's setting).
+pub const DLOGP_PROPOSER_BASE: i32 = 0;
+/// `dlogp_params.proposer`: the RL model proposes.
+pub const DLOGP_PROPOSER_RL: i32 = 1;
+
+/// Settings of a dlogp sampler; start from [`dlogp_params_default`].
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct dlogp_params {
+    /// One of `DLOGP_MODE_*`.
+    pub mode: i32,
+    /// One of `DLOGP_CRITERION_*`.
+    pub criterion: i32,
+    /// One of `DLOGP_PROPOSER_*`.
+    pub proposer: i32,
+    /// Gate threshold τ.
+    pub tau: f64,
+    /// Extrapolation strength γ ≥ 0.
+    pub gamma: f64,
+    /// > 0.
+    pub temperature: f64,
+    /// Nucleus mass in (0, 1]; 1 is off.
+    pub top_p: f64,
+    /// Keep the k most likely tokens; 0 is off.
+    pub top_k: u32,
+    /// Seed of the random draws.
+    pub seed: u64,
+    /// Sequence key of the random draws (`dlogp generate` uses
+    /// `prompt_index * samples + sample`; 0 for a single prompt).
+    pub key: u64,
+    /// Context size of the base model's context (prompt + generation).
+    pub n_ctx: u32,
+    /// CPU threads of the base model's context (≥ 1).
+    pub n_threads: i32,
+    /// Layers of the base model to offload in GPU builds.
+    pub n_gpu_layers: u32,
+}
+
+/// Counters of a dlogp sampler since the last prompt.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct dlogp_stats {
+    /// Positions decided.
+    pub n_decided: u64,
+    /// Positions where the gate fired.
+    pub n_fired: u64,
+    /// Δlog p of the last proposal (NaN before the first).
+    pub last_dlogp: f64,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(message: &str) {
+    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+/// Run `f`, turning an error or a panic into `fallback` and the thread's
+/// last error.
+fn boundary<T>(fallback: T, f: impl FnOnce() -> Result<T, String>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(message)) => {
+            set_error(&message);
+            fallback
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            set_error(&format!("internal error (panic): {what}"));
+            fallback
+        }
+    }
+}
+
+/// The sampler's state, boxed behind `llama_sampler.ctx`.
+struct State {
+    cfg: DecodeConfig,
+    key: u64,
+    base: BaseContext,
+    /// Tokens fed as the prompt (positions count from here).
+    n_prompt: usize,
+    /// Whether a prompt was fed since the last reset.
+    ready: bool,
+    stats: dlogp_stats,
+    /// The token chosen by the last `apply` and whether the gate fired.
+    pending: Option<(u32, bool)>,
+    /// The first error of a callback (callbacks return nothing).
+    error: Option<String>,
+}
+
+static NAME: &CStr = c"dlogp";
+
+static IFACE: sys::llama_sampler_i = sys::llama_sampler_i {
+    name: Some(cb_name),
+    accept: Some(cb_accept),
+    apply: Some(cb_apply),
+    reset: Some(cb_reset),
+    clone: Some(cb_clone),
+    free: Some(cb_free),
+    backend_init: None,
+    backend_accept: None,
+    backend_apply: None,
+    backend_set_input: None,
+    backend_reset: None,
+    copy_state: None,
+};
+
+/// The defaults of `dlogp generate`: extrapolate, criterion dlogp, τ = −0.3,
+/// γ = 0.1, temperature 1, top-p 0.7, seed 0, key 0, a 4096-token context,
+/// 2 threads.
+#[no_mangle]
+pub extern "C" fn dlogp_params_default() -> dlogp_params {
+    dlogp_params {
+        mode: DLOGP_MODE_EXTRAPOLATE,
+        criterion: DLOGP_CRITERION_DLOGP,
+        proposer: DLOGP_PROPOSER_BASE,
+        tau: -0.3,
+        gamma: 0.1,
+        temperature: 1.0,
+        top_p: 0.7,
+        top_k: 0,
+        seed: 0,
+        key: 0,
+        n_ctx: 4096,
+        n_threads: 2,
+        n_gpu_layers: 0,
+    }
+}
+
+fn config(p: &dlogp_params) -> Result<DecodeConfig, String> {
+    let mode = match p.mode {
+        DLOGP_MODE_BASE => Mode::Base,
+        DLOGP_MODE_RL => Mode::Rl,
+        DLOGP_MODE_REPLACE => Mode::Replace,
+        DLOGP_MODE_EXTRAPOLATE => Mode::Extrapolate,
+        DLOGP_MODE_GLOBAL => Mode::Global,
+        m => return Err(format!("invalid mode {m} (use a DLOGP_MODE_* constant)")),
+    };
+    let criterion = match p.criterion {
+        DLOGP_CRITERION_DLOGP => Criterion::Dlogp,
+        DLOGP_CRITERION_ENTROPY => Criterion::Entropy,
+        DLOGP_CRITERION_ENTROPY_RL => Criterion::EntropyRl,
+        DLOGP_CRITERION_KL => Criterion::Kl,
+        DLOGP_CRITERION_KL_R => Criterion::KlR,
+        DLOGP_CRITERION_JS => Criterion::Js,
+        DLOGP_CRITERION_RANDOM => Criterion::Random,
+        DLOGP_CRITERION_NEVER => Criterion::Never,
+        DLOGP_CRITERION_ALWAYS => Criterion::Always,
+        c => {
+            return Err(format!(
+                "invalid criterion {c} (use a DLOGP_CRITERION_* constant)"
+            ))
+        }
+    };
+    let proposer = match p.proposer {
+        DLOGP_PROPOSER_BASE => Proposer::Base,
+        DLOGP_PROPOSER_RL => Proposer::Rl,
+        x => {
+            return Err(format!(
+                "invalid proposer {x} (use a DLOGP_PROPOSER_* constant)"
+            ))
+        }
+    };
+    let gate = Gate::new(criterion, p.tau).map_err(|e| e.to_string())?;
+    let sampling = SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k as usize,
+        top_p: p.top_p,
+    };
+    DecodeConfig::new(mode, proposer, gate, p.gamma, sampling, p.seed).map_err(|e| e.to_string())
+}
+
+/// A sampler that performs selective replace / extrapolation for a host
+/// whose model is the RL model. `base_model_path` is the base model (GGUF,
+/// same vocabulary); `params` may be NULL for the defaults. Returns NULL on
+/// error (see `dlogp_last_error`). Free it with `llama_sampler_free` (or let
+/// a chain that owns it do so). Use it as the only (or last) sampler of a
+/// chain: it reads raw logits and selects the token itself.
+///
+/// # Safety
+/// `base_model_path` must be NULL or a NUL-terminated string; `params` NULL
+/// or a valid `dlogp_params`.
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_sampler_init(
+    base_model_path: *const c_char,
+    params: *const dlogp_params,
+) -> *mut sys::llama_sampler {
+    boundary(std::ptr::null_mut(), || {
+        if base_model_path.is_null() {
+            return Err("base_model_path is NULL".to_string());
+        }
+        // SAFETY: checked non-NULL; the caller promises a NUL-terminated string.
+        let path = unsafe { CStr::from_ptr(base_model_path) }
+            .to_str()
+            .map_err(|_| "base_model_path is not UTF-8".to_string())?;
+        let p = if params.is_null() {
+            dlogp_params_default()
+        } else {
+            // SAFETY: checked non-NULL; the caller promises a valid struct.
+            unsafe { *params }
+        };
+        let cfg = config(&p)?;
+        if p.n_threads < 1 {
+            return Err(format!("n_threads must be at least 1, got {}", p.n_threads));
+        }
+        if p.n_ctx < 2 {
+            return Err(format!("n_ctx must be at least 2, got {}", p.n_ctx));
+        }
+        let options = ContextOptions {
+            n_ctx: p.n_ctx,
+            n_batch: 512,
+            n_seq: 1,
+            threads: p.n_threads as usize,
+            flash_attention: false,
+        };
+        let load = LoadOptions {
+            n_gpu_layers: p.n_gpu_layers,
+        };
+        let base = BaseContext::load(&PathBuf::from(path), options, &load)?;
+        Ok(new_sampler(State {
+            cfg,
+            key: p.key,
+            base,
+            n_prompt: 0,
+            ready: false,
+            stats: fresh_stats(),
+            pending: None,
+            error: None,
+        }))
+    })
+}
+
+fn fresh_stats() -> dlogp_stats {
+    dlogp_stats {
+        n_decided: 0,
+        n_fired: 0,
+        last_dlogp: f64::NAN,
+    }
+}
+
+fn new_sampler(state: State) -> *mut sys::llama_sampler {
+    let ctx = Box::into_raw(Box::new(state)).cast::<c_void>();
+    // SAFETY: IFACE is a static that lives for the program and is never
+    // written (llama.cpp only reads through the pointer); ctx is a valid
+    // boxed State, released by cb_free.
+    unsafe { sys::llama_sampler_init(std::ptr::addr_of!(IFACE).cast_mut(), ctx) }
+}
+
+/// The state of a sampler made by this library, or an error for NULL or a
+/// foreign sampler.
+///
+/// # Safety
+/// `smpl` must be NULL or a live `llama_sampler`.
+unsafe fn state<'a>(smpl: *const sys::llama_sampler) -> Result<&'a mut State, String> {
+    if smpl.is_null() {
+        return Err("sampler is NULL".to_string());
+    }
+    // SAFETY: non-NULL and live by the caller's promise.
+    let s = unsafe { &*smpl };
+    if !std::ptr::eq(s.iface.cast_const(), std::ptr::addr_of!(IFACE)) || s.ctx.is_null() {
+        return Err(
+            "not a dlogp sampler (use the pointer dlogp_sampler_init returned)".to_string(),
+        );
+    }
+    // SAFETY: our iface means ctx is the Box<State> made by new_sampler;
+    // llama.cpp calls a sampler from one thread at a time.
+    Ok(unsafe { &mut *s.ctx.cast::<State>() })
+}
+
+/// Feed the prompt (the same tokens the host decodes) to the base model,
+/// replacing any earlier one. Call it before sampling the first token.
+/// Returns 0, or -1 on error (see `dlogp_last_error`).
+///
+/// # Safety
+/// `smpl` must be NULL or a live sampler; `tokens` must point to `n_tokens`
+/// tokens (or be NULL when `n_tokens` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_sampler_feed_prompt(
+    smpl: *mut sys::llama_sampler,
+    tokens: *const i32,
+    n_tokens: usize,
+) -> i32 {
+    boundary(-1, || {
+        // SAFETY: forwarded promise.
+        let st = unsafe { state(smpl) }?;
+        if n_tokens == 0 {
+            return Err("the prompt is empty".to_string());
+        }
+        if tokens.is_null() {
+            return Err("tokens is NULL".to_string());
+        }
+        // SAFETY: non-NULL, and the caller promises n_tokens readable tokens.
+        let slice = unsafe { std::slice::from_raw_parts(tokens, n_tokens) };
+        let prompt: Vec<LlamaToken> = slice.iter().map(|&t| LlamaToken(t)).collect();
+        st.base.clear();
+        st.ready = false;
+        st.stats = fresh_stats();
+        st.pending = None;
+        st.error = None;
+        st.base.feed(&prompt)?;
+        st.n_prompt = prompt.len();
+        st.ready = true;
+        Ok(0)
+    })
+}
+
+/// Counters since the last prompt. Returns 0, or -1 on error.
+///
+/// # Safety
+/// `smpl` must be NULL or a live sampler; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_sampler_stats(
+    smpl: *const sys::llama_sampler,
+    out: *mut dlogp_stats,
+) -> i32 {
+    boundary(-1, || {
+        // SAFETY: forwarded promise.
+        let st = unsafe { state(smpl) }?;
+        if out.is_null() {
+            return Err("out is NULL".to_string());
+        }
+        // SAFETY: non-NULL and writable by the caller's promise.
+        unsafe { out.write(st.stats) };
+        Ok(0)
+    })
+}
+
+/// The first error a sampling callback met since the last prompt (callbacks
+/// cannot return one; the sampler then falls back to the host model's most
+/// likely token), or NULL. Valid until the sampler changes.
+///
+/// # Safety
+/// `smpl` must be NULL or a live sampler.
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_sampler_error(smpl: *const sys::llama_sampler) -> *const c_char {
+    boundary(std::ptr::null(), || {
+        // SAFETY: forwarded promise.
+        let st = unsafe { state(smpl) }?;
+        Ok(match &st.error {
+            Some(_) => LAST_ERROR.with(|e| {
+                *e.borrow_mut() =
+                    CString::new(st.error.clone().unwrap_or_default().replace('\0', " "))
+                        .unwrap_or_default();
+                e.borrow().as_ptr()
+            }),
+            None => std::ptr::null(),
+        })
+    })
+}
+
+/// The last error of a dlogp function on this thread ("" if none). Valid
+/// until the next dlogp call on this thread.
+#[no_mangle]
+pub extern "C" fn dlogp_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+unsafe extern "C" fn cb_name(_smpl: *const sys::llama_sampler) -> *const c_char {
+    NAME.as_ptr()
+}
+
+unsafe extern "C" fn cb_apply(
+    smpl: *mut sys::llama_sampler,
+    cur_p: *mut sys::llama_token_data_array,
+) {
+    boundary((), || {
+        if cur_p.is_null() {
+            return Err("cur_p is NULL".to_string());
+        }
+        // SAFETY: llama.cpp passes a live array of `size` entries.
+        let cur = unsafe { &mut *cur_p };
+        if cur.data.is_null() || cur.size == 0 {
+            return Err("empty candidate array".to_string());
+        }
+        // SAFETY: as above.
+        let data = unsafe { std::slice::from_raw_parts_mut(cur.data, cur.size) };
+        // SAFETY: called by llama.cpp with the sampler it was registered on.
+        let st = match unsafe { state(smpl) } {
+            Ok(st) => st,
+            Err(e) => {
+                select_argmax(cur, data);
+                return Err(e);
+            }
+        };
+        match decide(st, data) {
+            Ok((index, token, fired)) => {
+                cur.selected = index as i64;
+                st.pending = Some((token, fired));
+            }
+            Err(e) => {
+                st.error.get_or_insert(e.clone());
+                st.pending = None;
+                select_argmax(cur, data);
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The host model's most likely candidate: the fallback on errors, so a
+/// host never sees an invalid selection.
+fn select_argmax(cur: &mut sys::llama_token_data_array, data: &[sys::llama_token_data]) {
+    let best = data
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.logit.total_cmp(&b.1.logit))
+        .map_or(0, |(i, _)| i);
+    cur.selected = best as i64;
+}
+
+/// The decision at the next position: (index in `data`, token, gate fired).
+fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32, bool), String> {
+    if !st.ready {
+        return Err("no prompt was fed: call dlogp_sampler_feed_prompt first".to_string());
+    }
+    let n_vocab = st.base.model().n_vocab();
+    if data.len() != n_vocab {
+        return Err(format!(
+            "the sampler needs all {n_vocab} candidates with raw logits, got {} \
+             (put it first / alone in the chain)",
+            data.len()
+        ));
+    }
+    let mut logits = vec![f32::NAN; n_vocab];
+    for d in data {
+        let id = usize::try_from(d.id)
+            .ok()
+            .filter(|&i| i < n_vocab)
+            .ok_or_else(|| format!("candidate id {} outside the vocabulary", d.id))?;
+        logits[id] = d.logit;
+    }
+    let mut lp_rl = vec![0.0; n_vocab];
+    log_softmax(&logits, &mut lp_rl).map_err(|e| format!("host (RL) model: {e}"))?;
+    let lp_base = st
+        .base
+        .next_logprobs()
+        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    let pos = (st.base.len() - st.n_prompt) as u64;
+    let d =
+        step::step(&st.cfg, Some(lp_base), Some(&lp_rl), st.key, pos).map_err(|e| e.to_string())?;
+    st.stats.last_dlogp = d.dlogp.unwrap_or(f64::NAN);
+    let index = data
+        .iter()
+        .position(|c| c.id as u32 == d.chosen)
+        .ok_or_else(|| "the chosen token is not a candidate".to_string())?;
+    Ok((index, d.chosen, d.fired))
+}
+
+unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_token) {
+    boundary((), || {
+        // SAFETY: called by llama.cpp with the sampler it was registered on.
+        let st = unsafe { state(smpl) }?;
+        if !st.ready {
+            return Ok(());
+        }
+        if let Some((chosen, fired)) = st.pending.take() {
+            if chosen == token as u32 {
+                st.stats.n_decided += 1;
+                st.stats.n_fired += u64::from(fired);
+            }
+        }
+        if let Err(e) = st.base.feed(&[LlamaToken(token)]) {
+            st.error.get_or_insert(e.clone());
+            st.ready = false;
+            return Err(e);
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn cb_reset(smpl: *mut sys::llama_sampler) {
+    boundary((), || {
+        // SAFETY: called by llama.cpp with the sampler it was registered on.
+        let st = unsafe { state(smpl) }?;
+        st.base.clear();
+        st.ready = false;
+        st.n_prompt = 0;
+        st.stats = fresh_stats();
+        st.pending = None;
+        st.error = None;
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn cb_clone(smpl: *const sys::llama_sampler) -> *mut sys::llama_sampler {
+    boundary(std::ptr::null_mut(), || {
+        // SAFETY: called by llama.cpp with the sampler it was registered on.
+        let st = unsafe { state(smpl) }?;
+        let copy = State {
+            cfg: st.cfg.clone(),
+            key: st.key,
+            base: st.base.duplicate()?,
+            n_prompt: st.n_prompt,
+            ready: st.ready,
+            stats: st.stats,
+            pending: st.pending,
+            error: st.error.clone(),
+        };
+        Ok(new_sampler(copy))
+    })
+}
+
+unsafe extern "C" fn cb_free(smpl: *mut sys::llama_sampler) {
+    boundary((), || {
+        // SAFETY: checked like every callback; after this llama.cpp deletes
+        // the llama_sampler itself, so ctx is released exactly once.
+        unsafe { state(smpl) }?;
+        // SAFETY: smpl is ours (checked above), ctx is the Box made by
+        // new_sampler and nothing uses it after free.
+        let boxed = unsafe { Box::from_raw((*smpl).ctx.cast::<State>()) };
+        // SAFETY: as above; clear the pointer so a double free is caught.
+        unsafe { (*smpl).ctx = std::ptr::null_mut() };
+        drop(boxed);
+        Ok(())
+    })
+}

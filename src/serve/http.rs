@@ -1,0 +1,421 @@
+//! The HTTP side: routes, request validation, and the JSON / server-sent
+//! event responses. Runs on tokio; never touches a llama.cpp context (only
+//! the shared model's tokenizer and chat template).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::api::{ChatRequest, Common, CompletionRequest, Prompt, Stop};
+use super::config::{self, Preset, SamplingFields};
+use super::error::ApiError;
+use super::reply;
+use super::worker::{Permit, Stats, Submission};
+use crate::decode::{DecodeConfig, Job};
+use crate::runtime::{ChatMessage, LlamaToken, ModelPair, PromptFormat};
+
+/// Limits on what one request may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a request body.
+    pub max_body: usize,
+    /// Tokens of a prompt (at most the context size − 1).
+    pub max_prompt_tokens: usize,
+    /// The largest `max_tokens` (also the default).
+    pub max_tokens: usize,
+    /// Requests running or waiting; more get 503.
+    pub capacity: usize,
+    /// Context per sequence.
+    pub n_ctx: usize,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub pair: Arc<ModelPair>,
+    pub chat: PromptFormat,
+    pub raw: PromptFormat,
+    pub preset: Preset,
+    pub limits: Limits,
+    /// The model name that means "the server's defaults".
+    pub default_name: String,
+    pub jobs: mpsc::Sender<Submission>,
+    pub taken: Arc<AtomicUsize>,
+    pub stats: Arc<Stats>,
+    pub alive: Arc<AtomicBool>,
+    pub next_id: AtomicU64,
+    pub created: u64,
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.limits.max_body;
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{name}", get(model))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("method not allowed on {}", uri.path()),
+        kind: "invalid_request_error",
+        param: None,
+        code: None,
+    }
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    if st.alive.load(Ordering::Acquire) {
+        axum::Json(json!({
+            "status": "ok",
+            "requests": st.taken.load(Ordering::Acquire),
+            "completed": st.stats.completed.load(Ordering::Relaxed),
+            "cancelled": st.stats.cancelled.load(Ordering::Relaxed),
+        }))
+        .into_response()
+    } else {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the engine has stopped".to_string(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+        .into_response()
+    }
+}
+
+async fn models(State(st): State<Arc<AppState>>) -> Response {
+    let data: Vec<Value> = config::listed_names(&st.default_name, &st.preset)
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": st.created, "owned_by": "dlogp"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// One model name: listed or not, any name that parses is served.
+async fn model(State(st): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match config::parse_model_name(&name, &st.default_name) {
+        Ok(_) => axum::Json(
+            json!({"id": name, "object": "model", "created": st.created, "owned_by": "dlogp"}),
+        )
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Which API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Chat,
+    Completion,
+}
+
+/// A validated request, ready for the engine.
+pub(super) struct Prepared {
+    pub(super) kind: Kind,
+    pub(super) model: String,
+    pub(super) prompt: Vec<LlamaToken>,
+    pub(super) cfg: DecodeConfig,
+    pub(super) max_tokens: usize,
+    pub(super) stop: Vec<String>,
+    /// Alternatives per token, when log-probs are asked for.
+    pub(super) logprobs: Option<usize>,
+    pub(super) stream: bool,
+    pub(super) include_usage: bool,
+}
+
+fn parse_body<T: DeserializeOwned>(
+    st: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.limits.max_body)
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn chat(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let prepared = parse_body::<ChatRequest>(&st, body).and_then(|r| prepare_chat(&st, r));
+    match prepared {
+        Ok(p) => generate(st, p).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let prepared =
+        parse_body::<CompletionRequest>(&st, body).and_then(|r| prepare_completion(&st, r));
+    match prepared {
+        Ok(p) => generate(st, p).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn prepare_chat(st: &AppState, r: ChatRequest) -> Result<Prepared, ApiError> {
+    if r.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` is empty"));
+    }
+    let mut messages = Vec::with_capacity(r.messages.len());
+    for m in &r.messages {
+        let content = match &m.content {
+            Some(c) => c.text()?,
+            None => String::new(),
+        };
+        messages.push(ChatMessage::new(m.role.clone(), content));
+    }
+    if !st.chat.uses_template() {
+        return Err(ApiError::invalid(
+            "messages",
+            "the model has no chat template; use /v1/completions",
+        ));
+    }
+    let text = st
+        .chat
+        .chat_prompt(&messages)
+        .map_err(|e| ApiError::invalid("messages", format!("the chat template failed: {e}")))?;
+    let prompt = st.chat.tokenize_prompt(st.pair.base(), &text);
+    let top = match (r.logprobs, r.top_logprobs) {
+        (_, Some(n)) if !(0..=20).contains(&n) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("top_logprobs must be between 0 and 20, got {n}"),
+            ))
+        }
+        (false, Some(n)) if n > 0 => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "top_logprobs needs \"logprobs\": true",
+            ))
+        }
+        (true, n) => Some(n.unwrap_or(0) as usize),
+        (false, _) => None,
+    };
+    prepare_common(st, Kind::Chat, prompt, r.common, top)
+}
+
+fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, ApiError> {
+    if r.echo {
+        return Err(ApiError::invalid("echo", "echo is not supported"));
+    }
+    let n_vocab = st.pair.base().n_vocab();
+    let prompt = match r.prompt {
+        Prompt::Text(t) => st.raw.tokenize_prompt(st.pair.base(), &t),
+        Prompt::Texts(ts) if ts.len() == 1 => st.raw.tokenize_prompt(st.pair.base(), &ts[0]),
+        Prompt::Texts(ts) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("one prompt per request, got {}", ts.len()),
+            ))
+        }
+        Prompt::Tokens(ids) => {
+            if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+                ));
+            }
+            ids.iter().map(|&t| LlamaToken(t as i32)).collect()
+        }
+    };
+    let top = match r.logprobs {
+        Some(n) if !(0..=20).contains(&n) => {
+            return Err(ApiError::invalid(
+                "logprobs",
+                format!("logprobs must be between 0 and 20, got {n}"),
+            ))
+        }
+        Some(n) => Some(n as usize),
+        None => None,
+    };
+    prepare_common(st, Kind::Completion, prompt, r.common, top)
+}
+
+fn prepare_common(
+    st: &AppState,
+    kind: Kind,
+    prompt: Vec<LlamaToken>,
+    c: Common,
+    logprobs: Option<usize>,
+) -> Result<Prepared, ApiError> {
+    let model = c.model.unwrap_or_else(|| st.default_name.clone());
+    let from_name = config::parse_model_name(&model, &st.default_name)?;
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    }
+    let room = st.limits.max_prompt_tokens.min(st.limits.n_ctx - 1);
+    if prompt.len() > room {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid(
+                if kind == Kind::Chat {
+                    "messages"
+                } else {
+                    "prompt"
+                },
+                format!(
+                    "the prompt has {} tokens; this server accepts at most {room}",
+                    prompt.len()
+                ),
+            )
+        });
+    }
+    if let Some(n) = c.n {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                "n",
+                format!("only n = 1 is supported, got {n}"),
+            ));
+        }
+    }
+    let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
+        None => st.limits.max_tokens,
+        Some(n) if n >= 1 && n as u64 <= st.limits.max_tokens as u64 => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                format!(
+                    "max_tokens must be between 1 and {}, got {n}",
+                    st.limits.max_tokens
+                ),
+            ))
+        }
+    };
+    let stop = match c.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > 16 || stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop takes at most 16 non-empty strings of at most 256 bytes",
+        ));
+    }
+    let top_k = match c.top_k {
+        None => None,
+        Some(k) if k >= 0 => Some(k as usize),
+        Some(k) => {
+            return Err(ApiError::invalid(
+                "top_k",
+                format!("top_k must be 0 (off) or positive, got {k}"),
+            ))
+        }
+    };
+    let seed = match &c.seed {
+        None => random_seed(st.next_id.load(Ordering::Relaxed)),
+        Some(n) => n
+            .as_u64()
+            .or_else(|| n.as_i64().map(|v| v as u64))
+            .ok_or_else(|| {
+                ApiError::invalid("seed", format!("seed must be an integer, got {n}"))
+            })?,
+    };
+    let sampling = SamplingFields {
+        temperature: c.temperature,
+        top_p: c.top_p,
+        top_k,
+        seed,
+    };
+    let cfg = config::resolve(&st.preset, &from_name, c.dlogp.as_ref(), &sampling)?;
+    Ok(Prepared {
+        kind,
+        model,
+        prompt,
+        cfg,
+        max_tokens,
+        stop,
+        logprobs,
+        stream: c.stream,
+        include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+    })
+}
+
+/// A seed for a request that gave none (reported back in `dlogp.seed`).
+fn random_seed(salt: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 1
+}
+
+/// Queue the request; answer with JSON or a stream of events.
+async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
+    let Some(permit) = Permit::acquire(&st.taken, st.limits.capacity) else {
+        return ApiError::busy(st.limits.capacity).into_response();
+    };
+    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = Job {
+        id,
+        key: 0,
+        prompt: p.prompt.clone(),
+        cfg: p.cfg.clone(),
+        max_tokens: p.max_tokens,
+        stop: p.stop.clone(),
+        logprobs: p.logprobs,
+    };
+    let sent = st.jobs.send(Submission {
+        job,
+        events: tx,
+        permit,
+    });
+    if sent.is_err() || !st.alive.load(Ordering::Acquire) {
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the engine has stopped".to_string(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+        .into_response();
+    }
+    let reply = reply::Reply {
+        id: format!(
+            "{}-{id}",
+            if p.kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            }
+        ),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        p,
+    };
+    if reply.p.stream {
+        reply::stream(reply, rx).into_response()
+    } else {
+        reply::full(reply, rx).await
+    }
+}

@@ -1,0 +1,235 @@
+//! The engine thread. llama.cpp contexts are not `Send`, so one OS thread
+//! owns the [`Engine`] and decodes every request; HTTP handlers talk to it
+//! through channels: a [`Submission`] in, a stream of [`Event`]s out. A
+//! handler that goes away (its client disconnected) closes its event channel,
+//! which the engine notices at its next iteration and cancels the job.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::error::ApiError;
+use crate::decode::{DecodeError, Engine, Finish, Generation, Job, JobSource, TokenEvent};
+use crate::runtime::{LlamaToken, Model};
+
+/// A request for the engine.
+pub struct Submission {
+    pub job: Job,
+    pub events: UnboundedSender<Event>,
+    /// Released (queue slot freed) when the engine drops the submission.
+    pub permit: Permit,
+}
+
+/// A token text with its bytes and log-prob.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f64,
+}
+
+/// One decided position of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenOut {
+    pub id: u32,
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub proposed: u32,
+    pub gate: bool,
+    pub dlogp: Option<f64>,
+    pub logprob_base: Option<f64>,
+    pub logprob_rl: Option<f64>,
+    /// Whether it ended the generation (it adds no text).
+    pub eog: bool,
+    pub logprob: Option<f64>,
+    pub top: Vec<Alternative>,
+}
+
+/// What the engine reports about a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A decided position and the text that became final with it.
+    Token { text: String, token: TokenOut },
+    /// The job ended.
+    Done { finish: Finish, n_tokens: usize },
+    /// The job could not run, or the engine failed.
+    Error(ApiError),
+}
+
+/// Counters for `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Generations that ran to their end (EOG, stop, length, context).
+    pub completed: AtomicU64,
+    /// Generations cancelled because their client went away.
+    pub cancelled: AtomicU64,
+}
+
+/// A place in the bounded queue (running or waiting), returned on drop.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    /// Take a place if fewer than `capacity` are taken.
+    pub fn acquire(count: &Arc<AtomicUsize>, capacity: usize) -> Option<Permit> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(Arc::clone(count)))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Live {
+    events: UnboundedSender<Event>,
+    _permit: Permit,
+}
+
+/// The engine's [`JobSource`]: submissions from the channel, events back to
+/// each handler.
+pub struct Worker<'m> {
+    model: &'m Model,
+    jobs: mpsc::Receiver<Submission>,
+    live: HashMap<u64, Live>,
+    stats: Arc<Stats>,
+}
+
+impl<'m> Worker<'m> {
+    pub fn new(
+        model: &'m Model,
+        jobs: mpsc::Receiver<Submission>,
+        stats: Arc<Stats>,
+    ) -> Worker<'m> {
+        Worker {
+            model,
+            jobs,
+            live: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Decode until every sender is gone. An engine error fails the jobs
+    /// then running (500) and decoding resumes with the next ones.
+    pub fn run(&mut self, engine: &mut Engine<'_>, alive: &AtomicBool) {
+        loop {
+            match engine.serve(self) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!("the engine failed: {e}");
+                    for (_, live) in self.live.drain() {
+                        let _ = live.events.send(Event::Error(ApiError::internal(format!(
+                            "generation failed: {e}"
+                        ))));
+                    }
+                }
+            }
+        }
+        alive.store(false, Ordering::Release);
+    }
+
+    fn piece(&self, id: u32) -> (String, Vec<u8>) {
+        let bytes = self.model.piece_bytes(LlamaToken(id as i32));
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    }
+}
+
+impl JobSource for Worker<'_> {
+    fn next_job(&mut self, wait: bool) -> Option<Job> {
+        loop {
+            let sub = if wait {
+                self.jobs.recv().ok()?
+            } else {
+                self.jobs.try_recv().ok()?
+            };
+            if sub.events.is_closed() {
+                continue; // the client left while queued
+            }
+            let id = sub.job.id;
+            self.live.insert(
+                id,
+                Live {
+                    events: sub.events,
+                    _permit: sub.permit,
+                },
+            );
+            return Some(sub.job);
+        }
+    }
+
+    fn alive(&mut self, id: u64) -> bool {
+        self.live.get(&id).is_some_and(|l| !l.events.is_closed())
+    }
+
+    fn token(&mut self, id: u64, event: &TokenEvent<'_>) {
+        let Some(live) = self.live.get(&id) else {
+            return;
+        };
+        let (token, bytes) = self.piece(event.trace.chosen);
+        let (logprob, top) = match &event.logprobs {
+            Some(lp) => (
+                Some(lp.logprob),
+                lp.top
+                    .iter()
+                    .map(|&(t, logprob)| {
+                        let (token, bytes) = self.piece(t);
+                        Alternative {
+                            token,
+                            bytes,
+                            logprob,
+                        }
+                    })
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let out = TokenOut {
+            id: event.trace.chosen,
+            token,
+            bytes,
+            proposed: event.trace.proposed,
+            gate: event.trace.gate,
+            dlogp: event.trace.dlogp,
+            logprob_base: event.logprob_base,
+            logprob_rl: event.logprob_rl,
+            eog: event.eog,
+            logprob,
+            top,
+        };
+        let _ = live.events.send(Event::Token {
+            text: event.text.to_string(),
+            token: out,
+        });
+    }
+
+    fn done(&mut self, id: u64, generation: Generation) -> Result<(), DecodeError> {
+        let counter = if generation.finish == Finish::Cancelled {
+            &self.stats.cancelled
+        } else {
+            &self.stats.completed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(live) = self.live.remove(&id) {
+            let _ = live.events.send(Event::Done {
+                finish: generation.finish,
+                n_tokens: generation.tokens.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn rejected(&mut self, id: u64, error: DecodeError) {
+        if let Some(live) = self.live.remove(&id) {
+            let _ = live
+                .events
+                .send(Event::Error(ApiError::bad_request(error.to_string())));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+/*
+ * A llama.cpp host program that uses libdlogp's sampler: it loads the RL
+ * model, decodes the prompt, and generates with the dlogp sampler in a
+ * sampler chain. Then it checks clone (a copy taken after the prompt
+ * generates the same tokens) and reset (a reset sampler fed the prompt again
+ * generates the same tokens), and the plugin's pointer checks.
+ *
+ * usage: host RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]
+ * (with LORA, the RL model is RL.gguf + that adapter at scale 1)
+ * prints: "tokens: t1 t2 ..." (the chain's), "clone: ...", "reset: ...",
+ *         "stats: n_decided n_fired", "checks: ok"
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llama.h"
+#include "dlogp.h"
+
+static void quiet(enum ggml_log_level level, const char *text, void *user) {
+    (void)user;
+    if (level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
+}
+
+/* Decode the prompt into a cleared context, then sample up to n tokens. */
+static int generate(struct llama_context *ctx, const struct llama_vocab *vocab,
+                    struct llama_sampler *smpl, llama_token *prompt, int n_prompt,
+                    int n_predict, llama_token *out) {
+    llama_memory_clear(llama_get_memory(ctx), true);
+    if (llama_decode(ctx, llama_batch_get_one(prompt, n_prompt)) != 0) {
+        fprintf(stderr, "prompt decode failed\n");
+        exit(1);
+    }
+    int n = 0;
+    while (n < n_predict) {
+        llama_token t = llama_sampler_sample(smpl, ctx, -1);
+        out[n++] = t;
+        if (llama_vocab_is_eog(vocab, t)) break;
+        if (llama_decode(ctx, llama_batch_get_one(&t, 1)) != 0) {
+            fprintf(stderr, "decode failed\n");
+            exit(1);
+        }
+    }
+    return n;
+}
+
+static void print_tokens(const char *label, const llama_token *t, int n) {
+    printf("%s:", label);
+    for (int i = 0; i < n; i++) printf(" %d", t[i]);
+    printf("\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 9 && argc != 10) {
+        fprintf(stderr, "usage: %s RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]\n", argv[0]);
+        return 2;
+    }
+    const char *rl_path = argv[1], *base_path = argv[2], *text = argv[3];
+    int n_predict = atoi(argv[4]);
+    llama_log_set(quiet, NULL);
+    llama_backend_init();
+
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    struct llama_model *model = llama_model_load_from_file(rl_path, mp);
+    if (!model) { fprintf(stderr, "cannot load %s\n", rl_path); return 1; }
+    const struct llama_vocab *vocab = llama_model_get_vocab(model);
+
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_batch = 512;
+    cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    cp.n_threads = 1;
+    cp.n_threads_batch = 1;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    struct llama_context *ctx = llama_init_from_model(model, cp);
+    if (!ctx) { fprintf(stderr, "cannot create a context\n"); return 1; }
+    if (argc == 10) {
+        struct llama_adapter_lora *lora = llama_adapter_lora_init(model, argv[9]);
+        float scale = 1.0f;
+        if (!lora || llama_set_adapters_lora(ctx, &lora, 1, &scale) != 0) {
+            fprintf(stderr, "cannot apply %s\n", argv[9]);
+            return 1;
+        }
+    }
+
+    llama_token prompt[256];
+    int n_prompt = llama_tokenize(vocab, text, (int32_t)strlen(text), prompt, 256, true, true);
+    if (n_prompt <= 0) { fprintf(stderr, "tokenize failed\n"); return 1; }
+
+    struct dlogp_params p = dlogp_params_default();
+    p.seed = strtoull(argv[5], NULL, 10);
+    p.mode = atoi(argv[6]);
+    p.tau = atof(argv[7]);
+    p.gamma = atof(argv[8]);
+    p.n_ctx = 256;
+    p.n_threads = 1;
+
+    /* pointer and argument checks: errors, never crashes */
+    int checks = 1;
+    checks &= dlogp_sampler_init(NULL, &p) == NULL && strlen(dlogp_last_error()) > 0;
+    checks &= dlogp_sampler_init("/nonexistent.gguf", &p) == NULL;
+    struct dlogp_params bad = p;
+    bad.mode = 99;
+    checks &= dlogp_sampler_init(base_path, &bad) == NULL && strstr(dlogp_last_error(), "mode") != NULL;
+    checks &= dlogp_sampler_feed_prompt(NULL, prompt, (size_t)n_prompt) == -1;
+    struct llama_sampler *greedy = llama_sampler_init_greedy();
+    checks &= dlogp_sampler_feed_prompt(greedy, prompt, (size_t)n_prompt) == -1; /* foreign sampler */
+    llama_sampler_free(greedy);
+
+    struct llama_sampler *dl = dlogp_sampler_init(base_path, &p);
+    if (!dl) { fprintf(stderr, "dlogp_sampler_init: %s\n", dlogp_last_error()); return 1; }
+    checks &= dlogp_sampler_feed_prompt(dl, NULL, 3) == -1;
+    checks &= strcmp(llama_sampler_name(dl), "dlogp") == 0;
+
+    struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    llama_sampler_chain_add(chain, dl); /* the chain owns dl now */
+
+    if (dlogp_sampler_feed_prompt(dl, prompt, (size_t)n_prompt) != 0) {
+        fprintf(stderr, "feed_prompt: %s\n", dlogp_last_error());
+        return 1;
+    }
+    struct llama_sampler *copy = llama_sampler_clone(dl); /* state after the prompt */
+    if (!copy) { fprintf(stderr, "clone: %s\n", dlogp_last_error()); return 1; }
+
+    llama_token *out = malloc(sizeof(llama_token) * (size_t)(n_predict + 1));
+    int n = generate(ctx, vocab, chain, prompt, n_prompt, n_predict, out);
+    print_tokens("tokens", out, n);
+    checks &= dlogp_sampler_error(dl) == NULL;
+    struct dlogp_stats stats;
+    checks &= dlogp_sampler_stats(dl, &stats) == 0;
+    checks &= dlogp_sampler_stats(dl, NULL) == -1;
+    printf("stats: %llu %llu\n", (unsigned long long)stats.n_decided, (unsigned long long)stats.n_fired);
+
+    n = generate(ctx, vocab, copy, prompt, n_prompt, n_predict, out);
+    print_tokens("clone", out, n);
+
+    llama_sampler_reset(chain);
+    if (dlogp_sampler_feed_prompt(dl, prompt, (size_t)n_prompt) != 0) return 1;
+    n = generate(ctx, vocab, chain, prompt, n_prompt, n_predict, out);
+    print_tokens("reset", out, n);
+
+    /* sampling without a prompt falls back and reports an error */
+    llama_sampler_reset(copy);
+    llama_memory_clear(llama_get_memory(ctx), true);
+    llama_decode(ctx, llama_batch_get_one(prompt, n_prompt));
+    (void)llama_sampler_sample(copy, ctx, -1);
+    checks &= dlogp_sampler_error(copy) != NULL;
+
+    printf("checks: %s\n", checks ? "ok" : "FAILED");
+    free(out);
+    llama_sampler_free(copy);
+    llama_sampler_free(chain);
+    llama_free(ctx);
+    llama_model_free(model);
+    llama_backend_free();
+    return checks ? 0 : 1;
+}

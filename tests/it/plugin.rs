@@ -1,0 +1,311 @@
+//! libdlogp, the llama.cpp sampler plugin: its header is current, and a C
+//! host built against the same llama.cpp generates exactly what
+//! `dlogp generate` does.
+
+// the C host tests are Linux-only; their helpers are unused elsewhere
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+fn plugin_header_is_current() {
+    let root = root();
+    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    let bindings = cbindgen::Builder::new()
+        // the C API is src/plugin/ffi.rs alone (not every `pub const` of the crate)
+        .with_src(root.join("src/plugin/ffi.rs"))
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header");
+    let mut fresh = Vec::new();
+    bindings.write(&mut fresh);
+    let path = root.join("include/dlogp.h");
+    let committed = std::fs::read(&path).unwrap_or_default();
+    if fresh != committed {
+        if std::env::var_os("DLOGP_BLESS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+        } else {
+            panic!(
+                "include/dlogp.h is stale\nhint: DLOGP_BLESS=1 cargo test --release --test it plugin_header"
+            );
+        }
+    }
+    let text = String::from_utf8(fresh).unwrap();
+    for name in [
+        "struct llama_sampler *dlogp_sampler_init(",
+        "dlogp_sampler_feed_prompt(",
+        "dlogp_last_error(",
+        "struct dlogp_params dlogp_params_default(",
+        "#define DLOGP_MODE_EXTRAPOLATE 3",
+        "llama-cpp-sys-2",
+    ] {
+        assert!(text.contains(name), "{name} missing from the header");
+    }
+}
+
+/// The llama.cpp build the crate linked: headers and static libraries.
+fn llama_build() -> PathBuf {
+    // target/release/deps/it-… → target/release/build/llama-cpp-sys-2-*/out
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"));
+    let release = exe.parent().expect("target/release").to_path_buf();
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> =
+        std::fs::read_dir(release.join("build"))
+            .expect("target/release/build")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("llama-cpp-sys-2-"))
+            })
+            .map(|p| p.join("out"))
+            .filter(|out| {
+                out.join("lib/libllama.a").exists() && out.join("include/llama.h").exists()
+            })
+            .map(|out| {
+                let t = std::fs::metadata(out.join("lib/libllama.a"))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (t, out)
+            })
+            .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .expect("a llama-cpp-sys-2 build under target/release/build")
+        .1
+}
+
+/// Compile tests/c/host.c against include/dlogp.h, llama.cpp and libdlogp.
+fn build_host(dir: &Path) -> PathBuf {
+    let root = root();
+    let release = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let so = release.join(if cfg!(target_os = "macos") {
+        "libdlogp.dylib"
+    } else {
+        "libdlogp.so"
+    });
+    // `cargo test` does not build the cdylib: scripts/test.sh runs
+    // `cargo build --release` first. Refuse a library older than the sources.
+    let built = std::fs::metadata(&so)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing\nhint: cargo build --release", so.display()));
+    let newest = newest_mtime(&root.join("src"));
+    assert!(
+        built >= newest,
+        "{} is older than the sources\nhint: cargo build --release (scripts/test.sh does)",
+        so.display()
+    );
+    let llama = llama_build();
+    let lib = llama.join("lib");
+    let exe = dir.join("host");
+    let out = Command::new("cc")
+        .arg(root.join("tests/c/host.c"))
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(llama.join("include"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&so)
+        .arg(format!("-Wl,-rpath,{}", release.display()))
+        .arg(lib.join("libllama.a"))
+        .arg(lib.join("libggml.a"))
+        .arg(lib.join("libggml-cpu.a"))
+        .arg(lib.join("libggml-base.a"))
+        .args(["-lstdc++", "-lm", "-lpthread", "-ldl"])
+        .args(["-Wall", "-Werror", "-std=c11"])
+        .output()
+        .expect("a C compiler (cc)");
+    assert!(
+        out.status.success(),
+        "compiling the C host failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn newest_mtime(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+fn line<'a>(stdout: &'a str, label: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{label}:")))
+        .unwrap_or_else(|| panic!("no `{label}:` line in {stdout}"))
+        .trim()
+}
+
+/// Run the C host and `dlogp generate --trace` with the same settings; the
+/// host's tokens (also after clone and reset) must equal generate's.
+#[allow(clippy::too_many_arguments)]
+fn check_host(
+    host: &Path,
+    dir: &Path,
+    base: &Path,
+    rl: &Path,
+    lora: Option<&Path>,
+    prompt: &str,
+    n: &str,
+    (mode, mode_name, seed, tau, gamma): (&str, &str, &str, &str, &str),
+) -> usize {
+    let mut args = vec![p(rl), p(base), prompt, n, seed, mode, tau, gamma];
+    if let Some(l) = lora {
+        args.push(p(l));
+    }
+    let out = Command::new(host).args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "host failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(line(&stdout, "checks"), "ok");
+    let tokens = line(&stdout, "tokens").to_string();
+
+    let trace = dir.join(format!("trace-{mode_name}-{seed}.jsonl"));
+    let rows = dir.join("rows.jsonl");
+    let (rl_flag, rl_path) = match lora {
+        Some(l) => ("--rl-lora", l),
+        None => ("--rl", rl),
+    };
+    let g = dlogp(&[
+        "generate",
+        "--base",
+        p(base),
+        rl_flag,
+        p(rl_path),
+        "--raw",
+        "--mode",
+        mode_name,
+        "--tau",
+        tau,
+        "--gamma",
+        gamma,
+        "--seed",
+        seed,
+        "--max-tokens",
+        n,
+        "--ctx-size",
+        "256",
+        "--threads",
+        "2",
+        "--quiet",
+        "-o",
+        p(&rows),
+        "--trace",
+        p(&trace),
+        prompt,
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let trace = read_jsonl(&trace);
+    let expected: Vec<String> = trace
+        .iter()
+        .map(|r| r["chosen"].as_u64().unwrap().to_string())
+        .collect();
+    let fired = trace.iter().filter(|r| r["gate"] == true).count();
+    assert!(!expected.is_empty());
+    assert_eq!(tokens, expected.join(" "), "{mode_name} seed {seed}");
+    assert_eq!(line(&stdout, "clone"), tokens, "the clone diverged");
+    assert_eq!(line(&stdout, "reset"), tokens, "the reset sampler diverged");
+    let stats: Vec<usize> = line(&stdout, "stats")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(stats, vec![expected.len(), fired]);
+    fired
+}
+
+// The host's link line (libstdc++, -ldl) is Linux's.
+#[cfg(target_os = "linux")]
+#[test]
+fn plugin_c_host_equals_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = build_host(dir.path());
+    let (base, rl) = (fixture("tiny-llama.gguf"), fixture("tiny-llama-b.gguf"));
+    // mode numbers as in dlogp.h
+    let mut fired = Vec::new();
+    for case in [
+        // two unrelated random models: Δlog p is large, so τ is far below 0
+        ("3", "extrapolate", "7", "-6", "0.1"),
+        ("2", "replace", "1", "-0.1", "0.1"),
+        ("3", "extrapolate", "12", "0.5", "1.0"),
+        ("4", "global", "5", "-0.3", "0.3"),
+        ("0", "base", "2", "-0.3", "0.1"),
+    ] {
+        fired.push(check_host(
+            &host,
+            dir.path(),
+            &base,
+            &rl,
+            None,
+            "the answer is",
+            "40",
+            case,
+        ));
+    }
+    assert!(
+        fired[0] > 0 && fired[0] < 40,
+        "extrapolate fired {} times",
+        fired[0]
+    );
+    assert_eq!(fired[4], 0);
+}
+
+/// The realistic case: SmolLM2 as the base in the plugin, SmolLM2 + a LoRA
+/// adapter as the host's model.
+#[cfg(target_os = "linux")]
+#[test]
+fn plugin_c_host_equals_generate_smollm2_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = build_host(dir.path());
+    let base = smollm2();
+    let lora = smollm2_lora(
+        dir.path(),
+        "lora.gguf",
+        &[
+            "--rank",
+            "8",
+            "--targets",
+            "attn_q,attn_v,ffn_up,ffn_down",
+            "--init",
+            "random",
+            "--std",
+            "0.08",
+            "--seed",
+            "3",
+        ],
+    );
+    let fired = check_host(
+        &host,
+        dir.path(),
+        &base,
+        &base,
+        Some(&lora),
+        // the chat template's text, tokenized as written by both sides
+        "<|im_start|>user\nWhat is 7 + 5?<|im_end|>\n<|im_start|>assistant\n",
+        "48",
+        ("3", "extrapolate", "4", "-0.3", "0.1"),
+    );
+    assert!(fired > 0 && fired < 48, "the gate fired {fired} times");
+}

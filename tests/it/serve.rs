@@ -1,0 +1,764 @@
+//! `dlogp serve` over HTTP on loopback: the OpenAI endpoints, streaming,
+//! log-probs, stop strings, configuration by model name and by body, errors,
+//! cancellation, and a concurrent load whose answers equal each request
+//! served alone.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::http::{start_and_abandon, Server};
+
+fn tiny_server(extra: &[&str]) -> Server {
+    let base = fixture("tiny-llama.gguf");
+    let lora = fixture("tiny-lora-random.gguf");
+    let mut args = vec![
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--ctx-size",
+        "256",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn ok(server: &Server, path: &str, body: &Value) -> Value {
+    let r = server.post(path, body);
+    assert_eq!(r.status, 200, "{path} {body}: {}", r.body);
+    r.json()
+}
+
+/// The chosen token ids of a response's (or a chunk's) dlogp extension.
+fn token_ids(choice: &Value) -> Vec<u64> {
+    choice["dlogp"]["tokens"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn error_of(r: &crate::http::Response, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{}",
+        r.headers
+    );
+    let v = r.json();
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    assert!(v["error"]["type"].is_string());
+    v["error"].clone()
+}
+
+#[test]
+fn serve_completion_equals_generate_and_chat_works() {
+    let server = tiny_server(&["--parallel", "2"]);
+    // text completion: the raw prompt, as `dlogp generate --raw`
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "the answer is", "max_tokens": 12, "seed": 5, "model": "dlogp"}),
+    );
+    assert_eq!(v["object"], "text_completion");
+    let choice = &v["choices"][0];
+    let text = choice["text"].as_str().unwrap();
+    assert_eq!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        {
+            let ids = token_ids(choice);
+            ids.len() - usize::from(choice["finish_reason"] == "stop")
+        }
+    );
+    assert_eq!(v["dlogp"]["mode"], "extrapolate");
+    assert_eq!(v["dlogp"]["tau"], -0.3);
+    assert_eq!(v["dlogp"]["top_p"], 0.7);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gen.jsonl");
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let g = dlogp(&[
+        "generate",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--raw",
+        "--max-tokens",
+        "12",
+        "--seed",
+        "5",
+        "--ctx-size",
+        "256",
+        "--quiet",
+        "-o",
+        p(&out),
+        "the answer is",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let rows = read_jsonl(&out);
+    assert_eq!(rows[0]["text"].as_str().unwrap(), text);
+
+    // chat: the chat template, as `dlogp generate` with a user prompt
+    let v = ok(
+        &server,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "what is 2 + 2"}], "max_tokens": 10, "seed": 2}),
+    );
+    assert_eq!(v["object"], "chat.completion");
+    let msg = &v["choices"][0]["message"];
+    assert_eq!(msg["role"], "assistant");
+    let g = dlogp(&[
+        "generate",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--max-tokens",
+        "10",
+        "--seed",
+        "2",
+        "--ctx-size",
+        "256",
+        "--quiet",
+        "-o",
+        p(&out),
+        "what is 2 + 2",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    assert_eq!(read_jsonl(&out)[0]["text"], msg["content"]);
+    // content given as parts is the same prompt
+    let parts = ok(
+        &server,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "what is 2 + 2"}]}], "max_tokens": 10, "seed": 2}),
+    );
+    assert_eq!(parts["choices"][0]["message"], *msg);
+
+    // /v1/models lists the configurations, and they all work
+    let models = server.request("GET", "/v1/models", None).json();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for want in [
+        "dlogp",
+        "extrapolate",
+        "replace",
+        "base",
+        "rl",
+        "extrapolate:gamma=0.1:tau=-0.3",
+    ] {
+        assert!(ids.contains(&want), "{ids:?}");
+    }
+    let one = server.request("GET", "/v1/models/replace:tau=-1", None);
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.json()["id"], "replace:tau=-1");
+    error_of(&server.request("GET", "/v1/models/gpt-4", None), 404);
+    for id in ids {
+        let v = ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": "e t e", "max_tokens": 3, "seed": 1, "model": id}),
+        );
+        assert_eq!(v["model"], id);
+    }
+}
+
+#[test]
+fn serve_streaming_equals_non_streaming() {
+    let server = tiny_server(&["--parallel", "2"]);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "the answer"}], "max_tokens": 16, "seed": 11, "logprobs": true, "top_logprobs": 2}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "a tea at", "max_tokens": 16, "seed": 4, "logprobs": 2}),
+        ),
+    ] {
+        let full = ok(&server, path, &body);
+        let mut sbody = body.clone();
+        sbody["stream"] = json!(true);
+        sbody["stream_options"] = json!({"include_usage": true});
+        let r = server.post(path, &sbody);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")));
+        let data = r.sse_data();
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{}",
+            r.body
+        );
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let chat = path.contains("chat");
+        let mut text = String::new();
+        let mut ids = Vec::new();
+        let mut lps = Vec::new();
+        let mut finish = Value::Null;
+        for c in &chunks {
+            if let Some(choice) = c["choices"].as_array().and_then(|a| a.first()) {
+                let piece = if chat {
+                    choice["delta"]["content"].as_str()
+                } else {
+                    choice["text"].as_str()
+                };
+                text.push_str(piece.unwrap_or(""));
+                ids.extend(token_ids(choice));
+                if chat {
+                    if let Some(content) = choice["logprobs"]["content"].as_array() {
+                        lps.extend(content.iter().map(|e| e["logprob"].as_f64().unwrap()));
+                    }
+                } else if let Some(l) = choice["logprobs"]["token_logprobs"].as_array() {
+                    lps.extend(l.iter().map(|x| x.as_f64().unwrap()));
+                }
+                if !choice["finish_reason"].is_null() {
+                    finish = choice["finish_reason"].clone();
+                }
+            }
+        }
+        if chat {
+            assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+            assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+        }
+        let fc = &full["choices"][0];
+        let full_text = if chat {
+            fc["message"]["content"].as_str().unwrap()
+        } else {
+            fc["text"].as_str().unwrap()
+        };
+        assert_eq!(text, full_text, "{path}");
+        assert_eq!(ids, token_ids(fc), "{path}");
+        assert_eq!(finish, fc["finish_reason"]);
+        let full_lps: Vec<f64> = if chat {
+            fc["logprobs"]["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["logprob"].as_f64().unwrap())
+                .collect()
+        } else {
+            fc["logprobs"]["token_logprobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        assert_eq!(lps, full_lps);
+        // the usage chunk comes last, with no choices
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+        assert_eq!(usage["usage"], full["usage"]);
+    }
+}
+
+#[test]
+fn serve_logprobs_match_the_sampling_distribution() {
+    let server = tiny_server(&[]);
+    // base alone: the token is drawn from the base model, so its log-prob
+    // is the base model's, and the dlogp extension reports both models
+    for (model, side) in [("base", "logprob_base"), ("rl", "logprob_rl")] {
+        let v = ok(
+            &server,
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 12, "seed": 3, "logprobs": true, "top_logprobs": 3}),
+        );
+        let choice = &v["choices"][0];
+        let content = choice["logprobs"]["content"].as_array().unwrap();
+        let ext = choice["dlogp"]["tokens"].as_array().unwrap();
+        assert!(!content.is_empty());
+        for (e, t) in content.iter().zip(ext) {
+            let lp = e["logprob"].as_f64().unwrap();
+            assert!(lp <= 0.0);
+            assert!((lp - t[side].as_f64().unwrap()).abs() < 1e-9, "{e} {t}");
+            let d = t["logprob_rl"].as_f64().unwrap() - t["logprob_base"].as_f64().unwrap();
+            assert!((d - t["dlogp"].as_f64().unwrap()).abs() < 1e-9);
+            assert_eq!(t["gate"], false);
+            let top = e["top_logprobs"].as_array().unwrap();
+            assert_eq!(top.len(), 3);
+            let tl: Vec<f64> = top.iter().map(|a| a["logprob"].as_f64().unwrap()).collect();
+            assert!(tl.windows(2).all(|w| w[0] >= w[1]), "{tl:?}");
+            assert!(lp <= tl[0] + 1e-12);
+            if let Some(same) = top.iter().find(|a| a["token"] == e["token"]) {
+                assert!((same["logprob"].as_f64().unwrap() - lp).abs() < 1e-12);
+            }
+            assert_eq!(
+                e["bytes"].as_array().unwrap().len(),
+                e["token"]
+                    .as_str()
+                    .unwrap()
+                    .len()
+                    .min(e["bytes"].as_array().unwrap().len())
+            );
+        }
+    }
+    // without logprobs: null
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "a", "max_tokens": 2, "seed": 1}),
+    );
+    assert!(v["choices"][0]["logprobs"].is_null());
+}
+
+#[test]
+fn serve_stop_strings_cut_the_text() {
+    let server = tiny_server(&[]);
+    let body = json!({"prompt": "the answer is", "max_tokens": 40, "seed": 8, "model": "rl"});
+    let free = ok(&server, "/v1/completions", &body);
+    let text = free["choices"][0]["text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 8, "{text:?}");
+    let stop: String = chars[4..6].iter().collect();
+    let cut = &text[..text.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let mut b = body.clone();
+        b["stop"] = json!([stop, "never-appears"]);
+        b["stream"] = json!(stream);
+        let r = server.post("/v1/completions", &b);
+        assert_eq!(r.status, 200);
+        let (got, finish) = if stream {
+            let mut t = String::new();
+            let mut f = Value::Null;
+            for d in r.sse_data().iter().filter(|d| *d != "[DONE]") {
+                let c: Value = serde_json::from_str(d).unwrap();
+                t.push_str(c["choices"][0]["text"].as_str().unwrap_or(""));
+                if !c["choices"][0]["finish_reason"].is_null() {
+                    f = c["choices"][0]["finish_reason"].clone();
+                }
+            }
+            (t, f)
+        } else {
+            let v = r.json();
+            (
+                v["choices"][0]["text"].as_str().unwrap().to_string(),
+                v["choices"][0]["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(got, cut, "stream {stream}");
+        assert_eq!(finish, "stop");
+    }
+    // a single string works too
+    let mut b = body.clone();
+    b["stop"] = json!(stop);
+    let v = ok(&server, "/v1/completions", &b);
+    assert_eq!(v["choices"][0]["text"], cut);
+}
+
+#[test]
+fn serve_model_names_and_body_configure_decoding() {
+    let server = tiny_server(&[]);
+    let ask = |extra: Value| {
+        let mut b = json!({"prompt": "e t e", "max_tokens": 24, "seed": 21});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        ok(&server, "/v1/completions", &b)
+    };
+    let by_name = ask(json!({"model": "replace:tau=-0.5:gamma=0.3"}));
+    assert_eq!(by_name["dlogp"]["mode"], "replace");
+    assert_eq!(by_name["dlogp"]["tau"], -0.5);
+    assert_eq!(by_name["dlogp"]["gamma"], 0.3);
+    let by_body = ask(json!({"dlogp": {"mode": "replace", "tau": -0.5, "gamma": 0.3}}));
+    assert_eq!(
+        token_ids(&by_name["choices"][0]),
+        token_ids(&by_body["choices"][0])
+    );
+    assert_eq!(by_name["choices"][0]["text"], by_body["choices"][0]["text"]);
+    // the body overrides the name
+    let both = ask(json!({"model": "base", "dlogp": {"mode": "rl"}}));
+    assert_eq!(both["dlogp"]["mode"], "rl");
+    // replace: where the gate fired, Δlog p ≤ τ; elsewhere it did not
+    let fired: Vec<&Value> = by_name["choices"][0]["dlogp"]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    for t in &fired {
+        let d = t["dlogp"].as_f64().unwrap();
+        assert_eq!(t["gate"].as_bool().unwrap(), d <= -0.5, "{t}");
+    }
+    // base mode never gates, and proposals are kept
+    let base = ask(json!({"model": "base"}));
+    for t in base["choices"][0]["dlogp"]["tokens"].as_array().unwrap() {
+        assert_eq!(t["gate"], false);
+        assert_eq!(t["proposed"], t["id"]);
+    }
+    // the generation with the server's default equals the explicit default
+    let a = ask(json!({"model": "dlogp"}));
+    let b = ask(json!({"model": "extrapolate:gamma=0.1:tau=-0.3"}));
+    assert_eq!(token_ids(&a["choices"][0]), token_ids(&b["choices"][0]));
+    // temperature 0 is greedy: two seeds, one answer
+    let g1 = ask(json!({"temperature": 0, "seed": 1, "model": "rl"}));
+    let g2 = ask(json!({"temperature": 0, "seed": 2, "model": "rl"}));
+    assert_eq!(g1["choices"][0]["text"], g2["choices"][0]["text"]);
+}
+
+#[test]
+fn serve_rejects_bad_requests_with_json_errors() {
+    let server = tiny_server(&[
+        "--max-prompt-tokens",
+        "40",
+        "--max-body-bytes",
+        "4000",
+        "--max-tokens-limit",
+        "64",
+    ]);
+    let chat = "/v1/chat/completions";
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    // malformed JSON
+    let e = error_of(&server.request("POST", chat, Some("{\"messages\": [")), 400);
+    assert_eq!(e["type"], "invalid_request_error");
+    let e = error_of(&server.request("POST", chat, Some("")), 400);
+    assert!(e["message"].as_str().unwrap().contains("JSON"));
+    // missing field, wrong type
+    error_of(&server.post(chat, &json!({"model": "dlogp"})), 400);
+    error_of(&server.post(chat, &json!({"messages": "hi"})), 400);
+    // unknown model
+    let e = error_of(
+        &server.post(chat, &json!({"messages": msgs, "model": "gpt-4o"})),
+        404,
+    );
+    assert_eq!(e["code"], "model_not_found");
+    error_of(
+        &server.post(
+            chat,
+            &json!({"messages": msgs, "model": "extrapolate:warp=9"}),
+        ),
+        404,
+    );
+    // invalid parameters name the field
+    for (field, value, param) in [
+        ("temperature", json!(-1), "temperature"),
+        ("top_p", json!(0), "top_p"),
+        ("max_tokens", json!(0), "max_tokens"),
+        ("max_tokens", json!(65), "max_tokens"),
+        ("top_logprobs", json!(50), "top_logprobs"),
+        ("n", json!(2), "n"),
+        ("stop", json!(["a", ""]), "stop"),
+        ("seed", json!(1.5), "seed"),
+    ] {
+        let mut b = json!({"messages": msgs, "logprobs": true});
+        b[field] = value.clone();
+        let e = error_of(&server.post(chat, &b), 400);
+        assert_eq!(e["param"], param, "{field} = {value}: {e}");
+    }
+    // the dlogp object: an unknown mode, an unknown key, a negative gamma
+    error_of(
+        &server.post(
+            chat,
+            &json!({"messages": msgs, "dlogp": {"mode": "sideways"}}),
+        ),
+        400,
+    );
+    error_of(
+        &server.post(chat, &json!({"messages": msgs, "dlogp": {"gama": 1}})),
+        400,
+    );
+    error_of(
+        &server.post(chat, &json!({"messages": msgs, "dlogp": {"gamma": -1}})),
+        400,
+    );
+    // an over-long prompt
+    let long = "e t e a ".repeat(30);
+    let e = error_of(
+        &server.post("/v1/completions", &json!({"prompt": long})),
+        400,
+    );
+    assert_eq!(e["code"], "context_length_exceeded");
+    let e = error_of(
+        &server.post(
+            chat,
+            &json!({"messages": [{"role": "user", "content": long}]}),
+        ),
+        400,
+    );
+    assert_eq!(e["code"], "context_length_exceeded");
+    // token ids outside the vocabulary
+    error_of(
+        &server.post("/v1/completions", &json!({"prompt": [1, 2, 99999]})),
+        400,
+    );
+    // a body over the limit
+    let huge = json!({"prompt": "a".repeat(5000)});
+    error_of(&server.post("/v1/completions", &huge), 413);
+    // unknown route, wrong method
+    error_of(&server.request("GET", "/v1/nothing", None), 404);
+    error_of(&server.request("GET", chat, None), 405);
+    // and the server still answers
+    ok(
+        &server,
+        chat,
+        &json!({"messages": msgs, "max_tokens": 2, "seed": 0}),
+    );
+}
+
+#[test]
+fn serve_disconnect_cancels_and_frees_the_sequence() {
+    let base = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let lora = smollm2_lora(
+        dir.path(),
+        "lora.gguf",
+        &[
+            "--rank", "4", "--init", "random", "--std", "0.02", "--seed", "1",
+        ],
+    );
+    // one sequence, no queue: a second request is refused while one runs
+    let server = Server::start(&[
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--ctx-size",
+        "2048",
+        "--parallel",
+        "1",
+        "--queue",
+        "0",
+    ]);
+    let body = json!({"messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+                      "max_tokens": 2000, "seed": 0, "stream": true, "temperature": 0});
+    let got = start_and_abandon(server.addr, "/v1/chat/completions", &body.to_string(), 600);
+    assert!(got.contains("data: "), "{got}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let h = server.request("GET", "/health", None).json();
+        if h["cancelled"] == 1 {
+            assert_eq!(h["completed"], 0);
+            assert_eq!(h["requests"], 0);
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "not cancelled: {h}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // the sequence is free again
+    let v = ok(
+        &server,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "seed": 0}),
+    );
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() <= 4);
+}
+
+#[test]
+fn serve_queue_full_is_503() {
+    let server = tiny_server(&["--parallel", "1", "--queue", "0"]);
+    let addr = server.addr;
+    let mut refused = None;
+    for _attempt in 0..20 {
+        // hold the only place with a long generation
+        let holder = std::thread::spawn(move || {
+            let body = json!({"prompt": "the", "max_tokens": 250, "seed": 1, "stream": true, "model": "rl"});
+            crate::http::request(addr, "POST", "/v1/completions", Some(&body.to_string()))
+        });
+        while server.request("GET", "/health", None).json()["requests"] == 0
+            && !holder.is_finished()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let probe = server.post(
+            "/v1/completions",
+            &json!({"prompt": "a", "max_tokens": 1, "seed": 0}),
+        );
+        let held = holder.join().unwrap().unwrap();
+        assert_eq!(held.status, 200, "{}", held.body);
+        match probe.status {
+            503 => {
+                refused = Some(probe);
+                break;
+            }
+            200 => {} // the holder was already done
+            s => panic!("status {s}: {}", probe.body),
+        }
+    }
+    let r = refused.expect("no request was refused while the only sequence was busy");
+    let e = error_of(&r, 503);
+    assert_eq!(e["code"], "server_busy");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // and afterwards the place is free again
+    ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "a", "max_tokens": 1, "seed": 0}),
+    );
+}
+
+/// The load test: 32 streaming clients at once, mixed configurations; every
+/// answer equals the same request served alone, and memory stays bounded.
+#[test]
+fn serve_load_32_streaming_clients_equal_alone() {
+    // --draft 4: iterations alternate between speculative (all running jobs
+    // gate base proposals) and lockstep (a base/rl/global job is running)
+    let server = tiny_server(&["--parallel", "4", "--queue", "64", "--draft", "4"]);
+    let models = [
+        "dlogp",
+        "replace:tau=-0.2",
+        "base",
+        "rl",
+        "extrapolate:gamma=0.5:tau=-0.1",
+    ];
+    let bodies: Vec<Value> = (0..32)
+        .map(|i| {
+            let mut b = if i % 2 == 0 {
+                json!({"messages": [{"role": "user", "content": format!("what is {i} + 2")}]})
+            } else {
+                json!({"prompt": format!("the answer is {i}")})
+            };
+            b["model"] = json!(models[i % models.len()]);
+            b["seed"] = json!(i as u64 * 7 + 1);
+            b["max_tokens"] = json!(8 + (i * 5) % 40);
+            b["stream"] = json!(true);
+            b
+        })
+        .collect();
+    let path = |b: &Value| {
+        if b.get("messages").is_some() {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        }
+    };
+    // (text, token ids) of a streamed answer
+    let collect = |r: crate::http::Response| -> (String, Vec<u64>) {
+        assert_eq!(r.status, 200, "{}", r.body);
+        let data = r.sse_data();
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        let mut text = String::new();
+        let mut ids = Vec::new();
+        for d in &data[..data.len() - 1] {
+            let c: Value = serde_json::from_str(d).unwrap();
+            assert!(c.get("error").is_none(), "{c}");
+            if let Some(choice) = c["choices"].as_array().and_then(|a| a.first()) {
+                let piece = choice["delta"]["content"]
+                    .as_str()
+                    .or(choice["text"].as_str())
+                    .unwrap_or("");
+                text.push_str(piece);
+                ids.extend(token_ids(choice));
+            }
+        }
+        (text, ids)
+    };
+    let rss_start = server.rss();
+    let mut peak = rss_start;
+    let mut rounds = Vec::new();
+    for _round in 0..2 {
+        let addr = server.addr;
+        let handles: Vec<_> = bodies
+            .iter()
+            .cloned()
+            .map(|b| {
+                std::thread::spawn(move || {
+                    crate::http::request(addr, "POST", path(&b), Some(&b.to_string()))
+                })
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            peak = peak.max(server.rss());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let answers: Vec<(String, Vec<u64>)> = handles
+            .into_iter()
+            .map(|h| collect(h.join().unwrap().expect("no failed request")))
+            .collect();
+        rounds.push((answers, server.rss()));
+    }
+    // each alone, one after the other
+    for (i, b) in bodies.iter().enumerate() {
+        let alone = collect(server.post(path(b), b));
+        assert!(!alone.1.is_empty());
+        assert_eq!(
+            rounds[0].0[i], alone,
+            "request {i} ({}) differs when served alone",
+            b["model"]
+        );
+        assert_eq!(rounds[1].0[i], alone, "request {i}, second round");
+    }
+    let h = server.request("GET", "/health", None).json();
+    assert_eq!(h["completed"], 96);
+    assert_eq!(h["requests"], 0);
+    // memory: bounded, and a second round adds nothing substantial
+    assert!(peak < 512 << 20, "peak RSS {} MiB", peak >> 20);
+    let (after1, after2) = (rounds[0].1, rounds[1].1);
+    assert!(
+        after2 < after1 + (16 << 20),
+        "RSS grew from {} to {} MiB between identical rounds",
+        after1 >> 20,
+        after2 >> 20
+    );
+}
+
+#[test]
+fn serve_cli_errors_are_clear() {
+    let base = fixture("tiny-llama.gguf");
+    // no RL side
+    let out = dlogp(&["serve", "--base", p(&base), "--port", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs a pair"), "{}", stderr(&out));
+    // a port in use
+    let server = tiny_server(&[]);
+    let port = server.addr.port().to_string();
+    let lora = fixture("tiny-lora-random.gguf");
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("could not listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+    // invalid defaults die at start-up, naming the flag
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--top-p",
+        "2",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("top"), "{}", stderr(&out));
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--parallel",
+        "0",
+    ]);
+    assert!(stderr(&out).contains("--parallel"), "{}", stderr(&out));
+}
