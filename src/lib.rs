@@ -23,6 +23,8 @@
 //! - [`sampler`]: pure math over logit slices; no FFI.
 //! - [`analysis`]: summary statistics.
 //! - [`io`]: JSONL rows in, atomic files out.
+//! - [`train`]: the candle-based RLVR trainer (DAPO + reweighting) that
+//!   writes GGUF LoRA adapters.
 //! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
 //!   progress bars).
 
@@ -34,6 +36,7 @@ pub mod gguf;
 pub mod io;
 pub mod runtime;
 pub mod sampler;
+pub mod train;
 
 pub use gguf::{GgufFile, GgufWriter};
 pub use runtime::{ModelPair, PairSpec, RlSource, Scorer};

@@ -7,3 +7,4 @@ mod errors;
 mod eval;
 mod score;
 mod smollm2;
+mod train;

@@ -1,0 +1,319 @@
+//! The trainer's candle forward against llama.cpp, its gradients against
+//! finite differences, and the adapters it writes.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use dlogp::gguf::LoraTensor;
+use dlogp::runtime::{plain_logits, LlamaToken, LoadOptions, Model, RlSource};
+use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy};
+
+use crate::common::*;
+
+const TEXT: &str = "The answer is 4. Let me check: 2 + 2 = 4, so the answer \
+                    is \\boxed{4}. Next, 12 times 3 is 36 and 36 minus 7 is 29.";
+
+fn lora(rank: usize, targets: &[LoraTarget]) -> LoraConfig {
+    LoraConfig::new(rank, rank as f32, targets, None).unwrap()
+}
+
+fn policy(path: &Path, cfg: LoraConfig) -> Policy {
+    init_threads(1);
+    Policy::load(path, cfg, 7, &Device::Cpu).unwrap()
+}
+
+/// Token ids of `text` under the model's own tokenizer (with BOS).
+fn tokens(model: &Model, text: &str) -> Vec<u32> {
+    model
+        .tokenize(text, true)
+        .iter()
+        .map(|t| t.0 as u32)
+        .collect()
+}
+
+/// llama.cpp's log-prob of every next token (`out[t]` = log p(tokens[t+1])).
+fn llama_logprobs(model: &Model, toks: &[u32]) -> Vec<f64> {
+    let mut ctx = model.new_context(&PLAIN_CONTEXT).unwrap();
+    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let logits = plain_logits(&mut ctx, &ids, 512).unwrap();
+    next_token_logprobs(&logits, toks)
+}
+
+fn next_token_logprobs(logits: &[Vec<f32>], toks: &[u32]) -> Vec<f64> {
+    (0..toks.len() - 1)
+        .map(|t| {
+            let row = &logits[t];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            row[toks[t + 1] as usize] as f64 - lse
+        })
+        .collect()
+}
+
+fn trainer_logprobs(p: &Policy, toks: &[u32]) -> Vec<f64> {
+    p.token_logprobs(toks, 1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn diffs(a: &[f64], b: &[f64]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
+    let max = d.iter().fold(0.0f64, |m, &x| m.max(x));
+    (d.iter().sum::<f64>() / d.len() as f64, max)
+}
+
+/// On an F32 model llama.cpp and the trainer compute the same function: the
+/// log-prob of every real next token agrees at every position to the
+/// precision of llama.cpp's F16 KV cache (measured: mean 5e-4, max 2e-3
+/// nats over 112 tokens; a wrong rotation or head mapping is off by far more).
+#[test]
+fn tiny_forward_matches_llama_cpp_at_every_position() {
+    let path = fixture("tiny-llama.gguf");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let toks = tokens(&model, TEXT);
+    assert!(toks.len() > 30, "{}", toks.len());
+    let want = llama_logprobs(&model, &toks);
+    let p = policy(&path, lora(4, &LoraTarget::ALL));
+    let got = trainer_logprobs(&p, &toks);
+    let (mean, max) = diffs(&got, &want);
+    eprintln!(
+        "tiny F32: mean |Δ| {mean:.2e}, max {max:.2e} over {} tokens",
+        got.len()
+    );
+    assert!(mean < 1e-3 && max < 5e-3, "mean {mean}, max {max}");
+    // the full distributions agree too, not just the chosen tokens
+    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let mut ctx = model.new_context(&PLAIN_CONTEXT).unwrap();
+    let ll = plain_logits(&mut ctx, &ids, 512).unwrap();
+    let tl = p.logits(&toks).unwrap().to_vec2::<f32>().unwrap();
+    for (t, (a, b)) in ll.iter().zip(&tl).enumerate() {
+        for (v, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() < 2e-2, "position {t}, token {v}: {x} vs {y}");
+        }
+    }
+}
+
+/// SmolLM2 Q4_1: the trainer dequantizes to f32, llama.cpp multiplies the
+/// quantized weights by 8-bit-quantized activations (and keeps an F16 KV
+/// cache), so single tokens differ by tenths of a nat. Measured on 52 tokens:
+/// mean |Δ| 0.048, max 0.29 nats.
+#[test]
+fn smollm2_forward_matches_llama_cpp_within_quantization_noise() {
+    let path = smollm2();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let toks = tokens(&model, TEXT);
+    let want = llama_logprobs(&model, &toks);
+    let p = policy(&path, lora(4, &[LoraTarget::Q, LoraTarget::V]));
+    let got = trainer_logprobs(&p, &toks);
+    let (mean, max) = diffs(&got, &want);
+    eprintln!(
+        "SmolLM2 Q4_1: mean |Δ| {mean:.4}, max {max:.4} nats over {} tokens",
+        got.len()
+    );
+    assert!(mean < 0.08, "mean {mean}, max {max}");
+    assert!(max < 0.4, "mean {mean}, max {max}");
+    // a wrong rotation (or layout) would be off by nats well after position 0
+    let late = &got[got.len() / 2..];
+    let late_want = &want[want.len() / 2..];
+    assert!(diffs(late, late_want).0 < 0.08);
+}
+
+/// Random values for every adapter (A and B), so every tensor has a gradient.
+fn randomize(p: &Policy, std: f32, seed: u64) {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * std
+    };
+    let tensors: Vec<LoraTensor> = p
+        .lora_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|mut t| {
+            t.a.iter_mut().for_each(|x| *x = next());
+            t.b.iter_mut().for_each(|x| *x = next());
+            t
+        })
+        .collect();
+    p.set_lora(&tensors).unwrap();
+}
+
+/// A fixed scalar of the token log-probs: Σ_t c_t log p_t.
+fn objective(p: &Policy, toks: &[u32]) -> Tensor {
+    let lp = p.token_logprobs(toks, 3).unwrap();
+    let n = lp.dims1().unwrap();
+    let c: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.0) * 0.3).collect();
+    let c = Tensor::from_vec(c, n, &Device::Cpu).unwrap();
+    (lp * c).unwrap().sum_all().unwrap()
+}
+
+/// Every trainable tensor gets a non-zero gradient, and the gradients equal
+/// central finite differences of the forward.
+#[test]
+fn tiny_gradients_reach_every_adapter_and_match_finite_differences() {
+    let path = fixture("tiny-llama.gguf");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let toks = tokens(&model, TEXT);
+    let p = policy(&path, lora(4, &LoraTarget::ALL));
+    assert_eq!(p.adapters().len(), 7 * p.shape().n_layer);
+    randomize(&p, 0.3, 1);
+    let grads = objective(&p, &toks).backward().unwrap();
+    for ad in p.adapters() {
+        for (which, var) in [("A", &ad.a), ("B", &ad.b)] {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{} {which}: no gradient", ad.base_name));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(norm > 1e-12, "{} {which}: zero gradient", ad.base_name);
+        }
+    }
+    // finite differences on the largest gradient entries of a few tensors
+    let h = 1e-2f32;
+    let mut checked = 0;
+    for ad in p.adapters().iter().step_by(3) {
+        for var in [&ad.a, &ad.b] {
+            let g = grads.get(var.as_tensor()).unwrap();
+            let gv = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (i, &gi) = gv
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap();
+            let shape = var.shape().clone();
+            let orig = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let eval = |delta: f32| {
+                let mut v = orig.clone();
+                v[i] += delta;
+                var.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
+                objective(&p, &toks).to_scalar::<f32>().unwrap() as f64
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h as f64);
+            var.set(&Tensor::from_vec(orig, shape, &Device::Cpu).unwrap())
+                .unwrap();
+            let rel = (fd - gi as f64).abs() / (gi.abs() as f64).max(1e-3);
+            assert!(
+                rel < 0.02,
+                "{}: grad {gi} vs finite difference {fd}",
+                ad.base_name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8);
+}
+
+/// The same on SmolLM2 with rank 16 on all seven projections: 420 tensors,
+/// each with a non-zero gradient (a fused RMSNorm would leave all at none).
+#[test]
+fn smollm2_every_adapter_gets_a_gradient() {
+    let path = smollm2();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let toks = tokens(&model, "Compute 3 + 4. The answer is \\boxed{7}.");
+    let p = policy(&path, lora(16, &LoraTarget::ALL));
+    assert_eq!(p.vars().len(), 420);
+    randomize(&p, 0.02, 2);
+    let grads = objective(&p, &toks).backward().unwrap();
+    for ad in p.adapters() {
+        for var in [&ad.a, &ad.b] {
+            let g = grads.get(var.as_tensor()).expect("gradient");
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(norm > 0.0, "{}: zero gradient", ad.base_name);
+        }
+    }
+}
+
+/// An adapter written by the trainer, loaded by llama.cpp, moves the
+/// log-probs exactly as the trainer's own forward does; B = 0 moves nothing.
+#[test]
+fn written_adapter_has_the_trainers_effect_in_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture("tiny-llama.gguf");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let toks = tokens(&model, TEXT);
+    let p = policy(
+        &path,
+        LoraConfig::new(
+            4,
+            8.0,
+            &[LoraTarget::Q, LoraTarget::O, LoraTarget::Down],
+            Some(&[1]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(p.adapters().len(), 3);
+    // B = 0 (the initial adapter): Δlog p = 0 exactly on the pair
+    let zero = dir.path().join("zero.gguf");
+    p.write_adapter(&zero, &[]).unwrap();
+    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let pair = load_pair(
+        &path,
+        RlSource::Lora {
+            path: zero,
+            scale: 1.0,
+        },
+    );
+    let lb = plain_logits(&mut pair.base_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    let lr = plain_logits(&mut pair.rl_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    assert_eq!(lb, lr, "a B = 0 adapter changes nothing");
+    drop(pair);
+
+    randomize(&p, 0.3, 3);
+    let trained = dir.path().join("trained.gguf");
+    p.write_adapter(&trained, &[]).unwrap();
+    let pair = load_pair(
+        &path,
+        RlSource::Lora {
+            path: trained,
+            scale: 1.0,
+        },
+    );
+    let lb = plain_logits(&mut pair.base_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    let lr = plain_logits(&mut pair.rl_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    let dlogp_llama: Vec<f64> = next_token_logprobs(&lr, &toks)
+        .iter()
+        .zip(next_token_logprobs(&lb, &toks))
+        .map(|(r, b)| r - b)
+        .collect();
+    let with = trainer_logprobs(&p, &toks);
+    let p0 = policy(
+        &path,
+        LoraConfig::new(4, 8.0, &[LoraTarget::Q], Some(&[1])).unwrap(),
+    );
+    let without = trainer_logprobs(&p0, &toks);
+    let dlogp_trainer: Vec<f64> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
+    let moved = dlogp_llama.iter().map(|d| d.abs()).sum::<f64>() / dlogp_llama.len() as f64;
+    assert!(
+        moved > 0.05,
+        "the random adapter should move log-probs, moved {moved}"
+    );
+    let (mean, max) = diffs(&dlogp_trainer, &dlogp_llama);
+    eprintln!("adapter effect: mean |Δlog p| {moved:.3}; trainer vs llama.cpp mean {mean:.2e}, max {max:.2e}");
+    // F32 adapter and weights; the difference is llama.cpp's F16 KV cache
+    // (measured: mean 6e-4, max 2e-3 nats against a mean effect of 1.35).
+    assert!(mean < 1e-3 && max < 5e-3, "mean {mean}, max {max}");
+}
