@@ -11,6 +11,9 @@
 //!   on configurable projections and layers; adapter export.
 //! - [`loss`]: pure functions: group advantages, reweighting, the DAPO
 //!   token loss and its gradient, overlong shaping, dynamic sampling.
+//! - [`rollout`]: G samples per prompt by llama.cpp with the current adapter.
+//! - [`trainer`]: the loop: rollouts, rewards, π_old, DAPO updates,
+//!   checkpoints and resume.
 //! - [`optim`]: AdamW with warm-up, weight decay, gradient clipping and
 //!   accumulation over plain f32 slices.
 //!
@@ -23,9 +26,12 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod rollout;
+pub mod trainer;
 
 pub use config::{LoraConfig, LoraTarget, Reweight};
-pub use model::{Policy, PolicyShape};
+pub use model::{default_device, Policy, PolicyShape};
+pub use trainer::{StepMetrics, TrainSettings, Trainer};
 
 use std::path::PathBuf;
 
@@ -36,6 +42,20 @@ use crate::gguf::GgufError;
 pub enum TrainError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a checkpoint of this run: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: architecture `{arch}` is not supported by the trainer (supported: llama)\nhint: the trainer implements the llama forward (Llama, SmolLM, Mistral-style models)")]

@@ -460,6 +460,22 @@ impl Policy {
         Ok(lp.gather(&targets, 1)?.squeeze(1)?)
     }
 
+    /// [`Self::token_logprobs`] together with the entropy (nats, detached)
+    /// of each predicting distribution, from one forward pass.
+    pub fn token_logprobs_and_entropy(
+        &self,
+        tokens: &[u32],
+        start: usize,
+    ) -> Result<(Tensor, Vec<f32>), TrainError> {
+        let lp = self.response_log_softmax(tokens, start)?;
+        let n = tokens.len() - start;
+        let targets = Tensor::from_slice(&tokens[start..], (n, 1), &self.device)?;
+        let chosen = lp.gather(&targets, 1)?.squeeze(1)?;
+        let d = lp.detach();
+        let entropy = (d.exp()? * &d)?.sum(D::Minus1)?.neg()?.to_vec1::<f32>()?;
+        Ok((chosen, entropy))
+    }
+
     /// Token log-probs and entropies (nats) of the response, detached.
     pub fn token_stats(
         &self,

@@ -317,3 +317,176 @@ fn written_adapter_has_the_trainers_effect_in_llama_cpp() {
     // (measured: mean 6e-4, max 2e-3 nats against a mean effect of 1.35).
     assert!(mean < 1e-3 && max < 5e-3, "mean {mean}, max {max}");
 }
+
+mod run {
+    use super::*;
+    use dlogp::train::loss::ClipParams;
+    use dlogp::train::optim::AdamWConfig;
+    use dlogp::train::{Reweight, StepMetrics, TrainSettings, Trainer};
+
+    fn settings(steps: u64, reweight: Reweight) -> TrainSettings {
+        TrainSettings {
+            lora: LoraConfig::new(4, 4.0, &LoraTarget::ALL, None).unwrap(),
+            reweight,
+            clip: ClipParams::default(),
+            optim: AdamWConfig {
+                lr: 0.05,
+                weight_decay: 0.0,
+                warmup_steps: 0,
+                ..AdamWConfig::default()
+            },
+            steps,
+            prompts_per_step: 3,
+            group_size: 8,
+            updates_per_step: 1,
+            max_tokens: 3,
+            overlong_buffer: 0,
+            dynamic_sampling: true,
+            max_draw_factor: 3,
+            reward_correct: 1.0,
+            reward_wrong: -1.0,
+            seed: 11,
+            rollout_sequences: 8,
+            rollout_threads: 2,
+        }
+    }
+
+    fn prompts(model: &Model) -> Vec<Vec<u32>> {
+        ["the answer is", "a tea at the", "e t e", "what is 2 + 2"]
+            .iter()
+            .map(|t| tokens(model, t))
+            .collect()
+    }
+
+    /// The synthetic task: a response is correct when its first token is one
+    /// of the tokens that (at the start) carry ≈ 30 % of the first prompt's
+    /// next-token mass. Returns the set and its mass under a policy.
+    fn target_set(p: &Policy, prompt: &[u32]) -> Vec<u32> {
+        let logits = p.logits(prompt).unwrap().to_vec2::<f32>().unwrap();
+        let last = logits.last().unwrap();
+        let max = last.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let z: f32 = last.iter().map(|&x| (x - max).exp()).sum();
+        let mut probs: Vec<(f32, u32)> = last
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| ((x - max).exp() / z, i as u32))
+            .collect();
+        // every other token down the ranking until 30 % of the mass
+        probs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut set = Vec::new();
+        let mut mass = 0.0;
+        for &(pr, id) in probs.iter().skip(1).step_by(2) {
+            if mass >= 0.3 {
+                break;
+            }
+            set.push(id);
+            mass += pr;
+        }
+        set
+    }
+
+    fn mass(p: &Policy, prompt: &[u32], set: &[u32]) -> f64 {
+        let logits = p.logits(prompt).unwrap().to_vec2::<f32>().unwrap();
+        let last = logits.last().unwrap();
+        let max = last.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+        let z: f64 = last.iter().map(|&x| (x as f64 - max).exp()).sum();
+        set.iter()
+            .map(|&t| (last[t as usize] as f64 - max).exp() / z)
+            .sum()
+    }
+
+    fn run(trainer: &mut Trainer, set: &[u32], until: u64) -> Vec<StepMetrics> {
+        let verify = |_: usize, r: &dlogp::train::rollout::Rollout| {
+            r.response.first().is_some_and(|t| set.contains(t))
+        };
+        let mut out = Vec::new();
+        while trainer.steps_done() < until {
+            out.push(trainer.step(&verify).unwrap());
+        }
+        out
+    }
+
+    /// A few DAPO steps on a learnable task raise the reward and the
+    /// probability of the rewarded tokens, and change the adapter.
+    #[test]
+    fn a_few_steps_learn_a_synthetic_task() {
+        let path = fixture("tiny-llama.gguf");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let prompts = prompts(&model);
+        init_threads(1);
+        for reweight in [Reweight::None, Reweight::Lowprob { alpha: 0.2 }] {
+            let mut t =
+                Trainer::new(&path, prompts.clone(), settings(8, reweight), &Device::Cpu).unwrap();
+            let sets: Vec<Vec<u32>> = prompts.iter().map(|q| target_set(t.policy(), q)).collect();
+            // one set for all prompts: the first prompt's
+            let set = sets[0].clone();
+            let before = mass(t.policy(), &prompts[0], &set);
+            let metrics = run(&mut t, &set, 8);
+            let after = mass(t.policy(), &prompts[0], &set);
+            let first: f64 = metrics[..2].iter().map(|m| m.reward_mean).sum::<f64>() / 2.0;
+            let last: f64 = metrics[6..].iter().map(|m| m.reward_mean).sum::<f64>() / 2.0;
+            eprintln!(
+                "{reweight:?}: mass {before:.3} -> {after:.3}; reward {first:.3} -> {last:.3}; {:?}",
+                metrics.iter().map(|m| m.reward_mean).collect::<Vec<_>>()
+            );
+            assert!(after > before + 0.2, "mass {before} -> {after}");
+            assert!(last > first, "reward {first} -> {last}");
+            let b_norm: f32 = t
+                .policy()
+                .lora_tensors()
+                .unwrap()
+                .iter()
+                .flat_map(|l| l.b.iter())
+                .map(|x| x * x)
+                .sum();
+            assert!(b_norm > 0.0, "the adapter changed");
+            // the first step has informative groups (accuracy ≈ 0.3)
+            let m = &metrics[0];
+            assert!(m.groups_kept > 0, "{m:?}");
+            assert!(m.grad_tokens > 0 && m.rollout_tokens > 0 && m.entropy > 0.0);
+            match reweight {
+                Reweight::None => assert_eq!(m.reweight_mean, 1.0),
+                _ => assert!(m.reweight_mean > 1.0 && m.reweight_mean < 1.2),
+            }
+        }
+    }
+
+    /// Stopping after 2 steps, checkpointing and resuming gives the same
+    /// adapter (bit for bit) and the same metrics as 4 steps in one go.
+    #[test]
+    fn interrupt_and_resume_equals_an_uninterrupted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture("tiny-llama.gguf");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let prompts = prompts(&model);
+        init_threads(1);
+        let cfg = settings(4, Reweight::Lowprob { alpha: 0.2 });
+        let mut whole = Trainer::new(&path, prompts.clone(), cfg.clone(), &Device::Cpu).unwrap();
+        let set = target_set(whole.policy(), &prompts[0]);
+        let m_whole = run(&mut whole, &set, 4);
+
+        let mut first = Trainer::new(&path, prompts.clone(), cfg.clone(), &Device::Cpu).unwrap();
+        let mut m_parts = run(&mut first, &set, 2);
+        let ckpt = dir.path().join("ckpt.gguf");
+        first.save_checkpoint(&ckpt).unwrap();
+        drop(first);
+        let mut second = Trainer::resume(&path, prompts, cfg, &Device::Cpu, &ckpt).unwrap();
+        assert_eq!(second.steps_done(), 2);
+        m_parts.extend(run(&mut second, &set, 4));
+
+        let a = whole.policy().lora_tensors().unwrap();
+        let b = second.policy().lora_tensors().unwrap();
+        assert_eq!(a, b, "resumed adapter differs");
+        for (x, y) in m_whole.iter().zip(&m_parts) {
+            assert_eq!(
+                (x.step, x.reward_mean, x.loss, x.grad_norm, x.groups_kept),
+                (y.step, y.reward_mean, y.loss, y.grad_norm, y.groups_kept)
+            );
+        }
+        // the written adapters are byte-identical too (metadata has no timings)
+        let (pa, pb) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+        whole.write_adapter(&pa).unwrap();
+        second.write_adapter(&pb).unwrap();
+        assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+    }
+}
