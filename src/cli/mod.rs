@@ -7,6 +7,7 @@ mod generate;
 mod inspect;
 mod score;
 mod tasks;
+mod train;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -35,6 +36,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Generate verifiable task sets (seeded arithmetic).
     Tasks(tasks::TasksArgs),
+    /// Train a LoRA adapter with RLVR (DAPO + optional token reweighting).
+    Train(Box<train::TrainArgs>),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Tasks(args) => tasks::run(args),
+        Command::Train(args) => train::run(*args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
     }

@@ -83,7 +83,9 @@ pub fn sample_groups(
         stop: Vec::new(),
         draft: 1,
         n_seq: opts.n_seq.clamp(1, requests.len().max(1) as u32),
-        n_ctx: (longest + opts.max_tokens + 1) as u32,
+        // a multiple of 256: llama.cpp pads the context to that, and a total
+        // not divisible by the sequence count would be rounded down
+        n_ctx: (longest + opts.max_tokens + 1).div_ceil(256) as u32 * 256,
         threads: opts.threads,
     };
     let mut engine = Engine::for_pair(&pair, cfg, engine_opts)?;
