@@ -7,6 +7,8 @@
 //!   have no backward and silently cut gradients).
 //! - [`frozen`]: a frozen base weight as a custom op: f32 GEMM forward,
 //!   input gradient only backward.
+//! - [`fused`]: CPU kernels with explicit backward passes for the causal
+//!   softmax, RMSNorm and log-softmax + gather (equal to the compositions).
 //! - [`model`]: the llama forward from a GGUF's dequantized weights with LoRA
 //!   on configurable projections and layers; adapter export.
 //! - [`loss`]: pure functions: group advantages, reweighting, the DAPO
@@ -22,6 +24,7 @@
 
 pub mod config;
 pub mod frozen;
+pub mod fused;
 pub mod loss;
 pub mod model;
 pub mod ops;

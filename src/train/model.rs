@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::config::{LoraConfig, LoraTarget};
 use super::frozen::FrozenLinear;
+use super::fused::{CausalSoftmax, FrozenRmsNorm, LogSoftmaxGather, RopeHeads};
 use super::ops::{causal_mask, log_softmax, rms_norm, rope_adjacent, rope_tables};
 use super::TrainError;
 use crate::gguf::lora::split_block_name;
@@ -125,9 +126,34 @@ impl PolicyShape {
     }
 }
 
+/// A frozen RMSNorm weight, as a tensor and as values for the fused kernel.
+struct Norm {
+    w: Tensor,
+    values: Vec<f32>,
+}
+
+impl Norm {
+    fn new(w: Tensor) -> Result<Norm, TrainError> {
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Norm { w, values })
+    }
+
+    /// The fused kernel on the CPU, the composition elsewhere.
+    fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor, TrainError> {
+        if x.device().is_cpu() {
+            Ok(x.apply_op1(FrozenRmsNorm {
+                weight: self.values.clone(),
+                eps: eps as f32,
+            })?)
+        } else {
+            Ok(rms_norm(x, &self.w, eps)?)
+        }
+    }
+}
+
 struct Layer {
-    attn_norm: Tensor,
-    ffn_norm: Tensor,
+    attn_norm: Norm,
+    ffn_norm: Norm,
     /// Indexed like [`LoraTarget::ALL`].
     proj: Vec<FrozenLinear>,
     /// Index into `Policy::adapters` per target, like `proj`.
@@ -155,11 +181,14 @@ pub struct Policy {
     device: Device,
     tok_embd: Tensor,
     output: FrozenLinear,
-    output_norm: Tensor,
+    output_norm: Norm,
     layers: Vec<Layer>,
     adapters: Vec<Adapter>,
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as values, for the fused CPU kernel.
+    cos_values: std::sync::Arc<Vec<f32>>,
+    sin_values: std::sync::Arc<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -236,7 +265,7 @@ impl Policy {
         } else {
             FrozenLinear::new(load("output.weight")?)?
         };
-        let output_norm = load("output_norm.weight")?;
+        let output_norm = Norm::new(load("output_norm.weight")?)?;
         let mut layers = Vec::with_capacity(shape.n_layer);
         for i in 0..shape.n_layer {
             let mut proj = Vec::with_capacity(7);
@@ -247,8 +276,8 @@ impl Policy {
                 ))?)?);
             }
             layers.push(Layer {
-                attn_norm: load(&format!("blk.{i}.attn_norm.weight"))?,
-                ffn_norm: load(&format!("blk.{i}.ffn_norm.weight"))?,
+                attn_norm: Norm::new(load(&format!("blk.{i}.attn_norm.weight"))?)?,
+                ffn_norm: Norm::new(load(&format!("blk.{i}.ffn_norm.weight"))?)?,
                 proj,
                 lora: [None; 7],
             });
@@ -267,6 +296,8 @@ impl Policy {
             output_norm,
             layers,
             adapters: Vec::new(),
+            cos_values: std::sync::Arc::new(cos.flatten_all()?.to_vec1::<f32>()?),
+            sin_values: std::sync::Arc::new(sin.flatten_all()?.to_vec1::<f32>()?),
             cos,
             sin,
         };
@@ -378,43 +409,63 @@ impl Policy {
         let t = tokens.len();
         let ids = Tensor::from_slice(tokens, t, &self.device)?;
         let mut x = self.tok_embd.index_select(&ids, 0)?;
-        let mask = causal_mask(t, &self.device)?;
+        let cpu = self.device.is_cpu();
+        let mask = if cpu {
+            None
+        } else {
+            Some(causal_mask(t, &self.device)?)
+        };
         let group = s.n_head / s.n_head_kv;
         let att_scale = 1.0 / (s.head_dim as f64).sqrt();
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.attn_norm, s.rms_eps)?;
+            let h = layer.attn_norm.forward(&x, s.rms_eps)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor, TrainError> {
                 Ok(y.reshape((t, n, s.head_dim))?
                     .transpose(0, 1)?
                     .contiguous()?)
             };
-            let q = heads(self.proj(i, LoraTarget::Q, &h)?, s.n_head)?;
-            let k = heads(self.proj(i, LoraTarget::K, &h)?, s.n_head_kv)?;
-            let v = heads(self.proj(i, LoraTarget::V, &h)?, s.n_head_kv)?;
-            let q = rope_adjacent(&q, &self.cos, &self.sin)?;
-            let k = rope_adjacent(&k, &self.cos, &self.sin)?;
-            // GQA: query head h reads KV head h / group.
-            let repeat = |y: Tensor| -> Result<Tensor, TrainError> {
-                if group == 1 {
-                    return Ok(y);
+            let rope = |y: Tensor, n: usize| -> Result<Tensor, TrainError> {
+                if cpu {
+                    return Ok(y.apply_op1(RopeHeads {
+                        heads: n,
+                        head_dim: s.head_dim,
+                        cos: self.cos_values.clone(),
+                        sin: self.sin_values.clone(),
+                    })?);
                 }
-                Ok(y.unsqueeze(1)?
-                    .broadcast_as((s.n_head_kv, group, t, s.head_dim))?
-                    .reshape((s.n_head, t, s.head_dim))?)
+                Ok(rope_adjacent(&heads(y, n)?, &self.cos, &self.sin)?)
             };
-            let k = repeat(k)?;
-            let v = repeat(v)?;
-            let att = q
-                .matmul(&k.t()?)?
-                .affine(att_scale, 0.0)?
-                .broadcast_add(&mask)?;
-            let att = super::ops::softmax(&att)?;
-            let o = att
-                .matmul(&v)?
-                .transpose(0, 1)?
-                .reshape((t, s.n_head * s.head_dim))?;
+            let q = rope(self.proj(i, LoraTarget::Q, &h)?, s.n_head)?;
+            let k = rope(self.proj(i, LoraTarget::K, &h)?, s.n_head_kv)?;
+            let v = heads(self.proj(i, LoraTarget::V, &h)?, s.n_head_kv)?;
+            // GQA: query head h reads KV head h / group.
+            let o = if cpu {
+                // The `group` query heads of a KV head are adjacent: attend
+                // with them stacked as rows, without copying K and V.
+                let q = q.reshape((s.n_head_kv, group * t, s.head_dim))?;
+                let att = q.matmul(&k.t()?)?.apply_op1(CausalSoftmax {
+                    scale: att_scale as f32,
+                })?;
+                att.matmul(&v)?.reshape((s.n_head, t, s.head_dim))?
+            } else {
+                let repeat = |y: Tensor| -> Result<Tensor, TrainError> {
+                    if group == 1 {
+                        return Ok(y);
+                    }
+                    Ok(y.unsqueeze(1)?
+                        .broadcast_as((s.n_head_kv, group, t, s.head_dim))?
+                        .reshape((s.n_head, t, s.head_dim))?)
+                };
+                let (k, v) = (repeat(k)?, repeat(v)?);
+                let scores = q.matmul(&k.t()?)?.affine(att_scale, 0.0)?;
+                let mask = mask
+                    .as_ref()
+                    .ok_or_else(|| TrainError::Numerics("no mask".into()))?;
+                super::ops::softmax(&scores.broadcast_add(mask)?)?.matmul(&v)?
+            };
+            let o = o.transpose(0, 1)?.reshape((t, s.n_head * s.head_dim))?;
             x = (x + self.proj(i, LoraTarget::O, &o)?)?;
-            let h = rms_norm(&x, &layer.ffn_norm, s.rms_eps)?;
+            let h = layer.ffn_norm.forward(&x, s.rms_eps)?;
             let g = self.proj(i, LoraTarget::Gate, &h)?.silu()?;
             let u = self.proj(i, LoraTarget::Up, &h)?;
             x = (x + self.proj(i, LoraTarget::Down, &(g * u)?)?)?;
@@ -423,7 +474,7 @@ impl Policy {
     }
 
     fn head(&self, hidden: &Tensor) -> Result<Tensor, TrainError> {
-        let h = rms_norm(hidden, &self.output_norm, self.shape.rms_eps)?;
+        let h = self.output_norm.forward(hidden, self.shape.rms_eps)?;
         Ok(self.output.forward(&h)?)
     }
 
@@ -433,9 +484,9 @@ impl Policy {
         self.head(&h)
     }
 
-    /// Full-vocabulary log-softmax at positions `start − 1 .. seq − 1`,
-    /// `(seq − start, n_vocab)`: the distributions that predict `tokens[start..]`.
-    fn response_log_softmax(&self, tokens: &[u32], start: usize) -> Result<Tensor, TrainError> {
+    /// Logits at positions `start − 1 .. seq − 1`, `(seq − start, n_vocab)`:
+    /// the rows that predict `tokens[start..]`.
+    fn response_logits(&self, tokens: &[u32], start: usize) -> Result<Tensor, TrainError> {
         if start == 0 || start >= tokens.len() {
             return Err(TrainError::Invalid {
                 name: "response start",
@@ -447,33 +498,38 @@ impl Policy {
         }
         let h = self.hidden(tokens)?;
         let n = tokens.len() - start;
-        let logits = self.head(&h.narrow(0, start - 1, n)?)?;
-        Ok(log_softmax(&logits)?)
+        self.head(&h.narrow(0, start - 1, n)?)
     }
 
-    /// log π(tokens[t] | tokens[..t]) for `t` in `start..`, differentiable,
-    /// shape `(seq − start)`.
-    pub fn token_logprobs(&self, tokens: &[u32], start: usize) -> Result<Tensor, TrainError> {
-        let lp = self.response_log_softmax(tokens, start)?;
-        let n = tokens.len() - start;
-        let targets = Tensor::from_slice(&tokens[start..], (n, 1), &self.device)?;
-        Ok(lp.gather(&targets, 1)?.squeeze(1)?)
-    }
-
-    /// [`Self::token_logprobs`] together with the entropy (nats, detached)
-    /// of each predicting distribution, from one forward pass.
+    /// log π(tokens[t] | tokens[..t]) for `t` in `start..`, differentiable
+    /// (shape `(seq − start)`), and the entropy (nats, detached) of each
+    /// predicting distribution, from one forward pass.
     pub fn token_logprobs_and_entropy(
         &self,
         tokens: &[u32],
         start: usize,
     ) -> Result<(Tensor, Vec<f32>), TrainError> {
-        let lp = self.response_log_softmax(tokens, start)?;
-        let n = tokens.len() - start;
-        let targets = Tensor::from_slice(&tokens[start..], (n, 1), &self.device)?;
-        let chosen = lp.gather(&targets, 1)?.squeeze(1)?;
+        let logits = self.response_logits(tokens, start)?;
+        let targets = &tokens[start..];
+        if self.device.is_cpu() {
+            let both = logits.apply_op1(LogSoftmaxGather {
+                targets: targets.to_vec(),
+            })?;
+            let entropy = both.narrow(1, 1, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+            return Ok((both.narrow(1, 0, 1)?.squeeze(1)?, entropy));
+        }
+        let lp = log_softmax(&logits)?;
+        let idx = Tensor::from_slice(targets, (targets.len(), 1), &self.device)?;
+        let chosen = lp.gather(&idx, 1)?.squeeze(1)?;
         let d = lp.detach();
         let entropy = (d.exp()? * &d)?.sum(D::Minus1)?.neg()?.to_vec1::<f32>()?;
         Ok((chosen, entropy))
+    }
+
+    /// log π(tokens[t] | tokens[..t]) for `t` in `start..`, differentiable,
+    /// shape `(seq − start)`.
+    pub fn token_logprobs(&self, tokens: &[u32], start: usize) -> Result<Tensor, TrainError> {
+        Ok(self.token_logprobs_and_entropy(tokens, start)?.0)
     }
 
     /// Token log-probs and entropies (nats) of the response, detached.
@@ -482,12 +538,8 @@ impl Policy {
         tokens: &[u32],
         start: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        let lp = self.response_log_softmax(tokens, start)?.detach();
-        let n = tokens.len() - start;
-        let targets = Tensor::from_slice(&tokens[start..], (n, 1), &self.device)?;
-        let chosen = lp.gather(&targets, 1)?.squeeze(1)?.to_vec1::<f32>()?;
-        let entropy = (lp.exp()? * &lp)?.sum(D::Minus1)?.neg()?.to_vec1::<f32>()?;
-        Ok((chosen, entropy))
+        let (lp, entropy) = self.token_logprobs_and_entropy(tokens, start)?;
+        Ok((lp.detach().to_vec1::<f32>()?, entropy))
     }
 
     /// The adapters as plain matrices (for export and checkpoints).
