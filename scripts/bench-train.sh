@@ -3,17 +3,19 @@
 # (rank 16 on all seven projections, one 128-token sequence per step) against
 # the same LoRA forward + backward in PyTorch on the CPU (weights read and
 # dequantized from the same GGUF with the `gguf` package), measured in one
-# run with the same thread count. The last line is `train/pytorch = R`.
+# run with the same thread count: PyTorch spreads each sequence's ops over
+# the threads, dlogp runs one sequence per thread side by side (as
+# `dlogp train --train-threads` does). The last line is `train/pytorch = R`.
 #
 # PyTorch and gguf come from PyPI into a venv under the cache dir
 # (${XDG_CACHE_HOME:-~/.cache}/dlogp/bench-train-venv), made on first use.
-# Usage: scripts/bench-train.sh [SEQ_LEN] [STEPS] [THREADS]
+# Usage: scripts/bench-train.sh [SEQ_LEN] [STEPS] [THREADS (default: all CPUs)]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 seq_len="${1:-128}"
 steps="${2:-3}"
-threads="${3:-1}"
+threads="${3:-$(nproc)}"
 rank=16
 
 "$root/scripts/fetch-model.sh"

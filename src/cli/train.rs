@@ -143,10 +143,12 @@ pub struct TrainArgs {
     /// Per-step metrics (default: <out>.metrics.jsonl).
     #[arg(long, value_name = "JSONL")]
     pub metrics: Option<PathBuf>,
-    /// Threads of the trainer's tensor math (candle; its pool spins, so 1 was
-    /// fastest on a 2-core laptop).
-    #[arg(long, default_value_t = 1)]
-    pub train_threads: usize,
+    /// Sequences the trainer processes side by side, one thread each (default:
+    /// the physical cores). Each sequence's tensor math stays on one thread:
+    /// candle's own pool spins and scaled poorly. Resume with the same number
+    /// to continue bit for bit.
+    #[arg(long)]
+    pub train_threads: Option<usize>,
     /// Sequences llama.cpp samples side by side.
     #[arg(long, default_value_t = 8)]
     pub sequences: u32,
@@ -313,7 +315,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let methods: Vec<Extraction> = args.extract.iter().map(|&e| e.into()).collect();
     let prompts = tokenize(&args, &tasks)?;
-    let threads = init_threads(args.train_threads);
+    init_threads(1);
+    let workers = match args.train_threads {
+        Some(0) => anyhow::bail!("invalid --train-threads: must be at least 1"),
+        Some(n) => n,
+        None => crate::runtime::default_threads(),
+    };
     let device = default_device();
     let checkpoint = args
         .checkpoint
@@ -337,8 +344,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&metrics_path);
         Trainer::new(&args.base, prompts, settings, &device)?
     };
+    trainer.set_workers(workers)?;
     tracing::info!(
-        "training {} LoRA parameters ({} tensors) on {}, {} tasks, {threads} trainer thread(s), {:?}",
+        "training {} LoRA parameters ({} tensors) on {}, {} tasks, {workers} trainer thread(s), {:?}",
         trainer.policy().n_params(),
         trainer.policy().vars().len(),
         args.base.display(),

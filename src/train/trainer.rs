@@ -165,6 +165,125 @@ pub fn task_for_draw(seed: u64, n_tasks: usize, j: u64) -> usize {
     order[(j % n_tasks as u64) as usize].1
 }
 
+/// One worker's share of a mini-batch: its summed gradients and statistics.
+struct Partial {
+    grads: Vec<Vec<f32>>,
+    loss_sum: f64,
+    weight_sum: f64,
+    entropy_sum: f64,
+    n_clipped: usize,
+    n_tokens: usize,
+    n_seq_tokens: usize,
+}
+
+impl Partial {
+    fn new(sizes: &[usize]) -> Partial {
+        Partial {
+            grads: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            loss_sum: 0.0,
+            weight_sum: 0.0,
+            entropy_sum: 0.0,
+            n_clipped: 0,
+            n_tokens: 0,
+            n_seq_tokens: 0,
+        }
+    }
+}
+
+/// What a worker needs to compute one sequence's gradient.
+struct GradContext<'a> {
+    policy: &'a Policy,
+    seqs: &'a [Sequence],
+    /// π_old per sequence; `None`: on-policy, π_old = the current forward.
+    old: &'a [Option<Vec<f64>>],
+    weights: &'a [Option<Vec<f64>>],
+    reweight: Reweight,
+    clip: ClipParams,
+    /// Response tokens of the mini-batch (token-mean normalisation).
+    total: usize,
+}
+
+impl GradContext<'_> {
+    /// Forward, DAPO token losses, backward of Σ_t (∂L_t/∂log p_t / total) · log p_t,
+    /// gradients added into `acc`.
+    fn accumulate(&self, acc: &mut Partial, i: usize) -> Result<(), TrainError> {
+        let q = &self.seqs[i];
+        let (lp, ent) = self.policy.token_logprobs_and_entropy(&q.tokens, q.start)?;
+        let now: Vec<f64> = lp.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+        acc.entropy_sum += ent.iter().map(|&e| f64::from(e)).sum::<f64>();
+        let old_i = self.old[i].as_ref().unwrap_or(&now);
+        let w = match &self.weights[i] {
+            Some(w) => w.clone(),
+            None => token_weights(self.reweight, std::slice::from_ref(old_i)).remove(0),
+        };
+        let mut coef = Vec::with_capacity(now.len());
+        for t in 0..now.len() {
+            let tl = dapo_token(now[t], old_i[t], q.adv * w[t], &self.clip);
+            if !tl.loss.is_finite() {
+                return Err(TrainError::Numerics(format!(
+                    "non-finite loss at token {t} of a response (log p {}, old {})",
+                    now[t], old_i[t]
+                )));
+            }
+            acc.loss_sum += tl.loss;
+            acc.weight_sum += w[t];
+            acc.n_clipped += usize::from(tl.clipped);
+            coef.push((tl.grad / self.total as f64) as f32);
+        }
+        acc.n_tokens += now.len();
+        acc.n_seq_tokens += q.tokens.len();
+        let coef = Tensor::from_vec(coef, now.len(), self.policy.device())?;
+        let grads = (lp * coef)?.sum_all()?.backward()?;
+        for (a, var) in acc.grads.iter_mut().zip(self.policy.vars()) {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                for (x, y) in a.iter_mut().zip(g) {
+                    *x += y;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fold `items` on the pool's threads: task `w` of `workers` takes items
+/// `w, w + workers, …` in order, so each task's result (returned in task
+/// order) does not depend on timing. The pool's threads persist, so their
+/// allocator arenas and GEMM buffers stay warm from step to step.
+fn par_fold<A: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    items: &[usize],
+    init: impl Fn() -> A + Sync,
+    fold: impl Fn(&mut A, usize) -> Result<(), TrainError> + Sync,
+) -> Result<Vec<A>, TrainError> {
+    let workers = pool
+        .map_or(1, |p| p.current_num_threads())
+        .clamp(1, items.len().max(1));
+    let run = |w: usize| -> Result<A, TrainError> {
+        let mut acc = init();
+        for &i in items.iter().skip(w).step_by(workers) {
+            fold(&mut acc, i)?;
+        }
+        Ok(acc)
+    };
+    let Some(pool) = pool.filter(|_| workers > 1) else {
+        return Ok(vec![run(0)?]);
+    };
+    let mut slots: Vec<Option<Result<A, TrainError>>> = (0..workers).map(|_| None).collect();
+    pool.scope(|scope| {
+        for (w, slot) in slots.iter_mut().enumerate() {
+            let run = &run;
+            scope.spawn(move |_| *slot = Some(run(w)));
+        }
+    });
+    slots
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(TrainError::Numerics("a trainer task did not run".into())))
+        })
+        .collect()
+}
+
 /// The trainer's state and the policy it trains.
 pub struct Trainer {
     settings: TrainSettings,
@@ -178,6 +297,8 @@ pub struct Trainer {
     prompts: Vec<Vec<u32>>,
     scratch: tempfile::TempDir,
     last: Option<StepMetrics>,
+    /// Threads that process sequences side by side (none: the caller's thread).
+    pool: Option<rayon::ThreadPool>,
 }
 
 struct Sequence {
@@ -230,7 +351,30 @@ impl Trainer {
             prompts,
             scratch,
             last: None,
+            pool: None,
         })
+    }
+
+    /// Process this many sequences side by side on their own threads (each
+    /// sequence's tensor math stays on one thread). Gradients are summed in a
+    /// fixed order, so results depend on the worker count but not on timing:
+    /// resume with the same count to continue bit for bit.
+    pub fn set_workers(&mut self, workers: usize) -> Result<(), TrainError> {
+        self.pool = if workers > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .thread_name(|i| format!("dlogp-train-{i}"))
+                    .build()
+                    .map_err(|e| TrainError::Invalid {
+                        name: "--train-threads",
+                        reason: e.to_string(),
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(())
     }
 
     pub fn policy(&self) -> &Policy {
@@ -356,8 +500,14 @@ impl Trainer {
         let mut old: Vec<Option<Vec<f64>>> = vec![None; seqs.len()];
         let mut entropy_sum = 0.0;
         if !fused {
-            for (i, q) in seqs.iter().enumerate() {
+            let all: Vec<usize> = (0..seqs.len()).collect();
+            let parts = par_fold(self.pool.as_ref(), &all, Vec::new, |acc, i| {
+                let q = &seqs[i];
                 let (lp, ent) = self.policy.token_stats(&q.tokens, q.start)?;
+                acc.push((i, lp, ent));
+                Ok(())
+            })?;
+            for (i, lp, ent) in parts.into_iter().flatten() {
                 entropy_sum += ent.iter().map(|&e| f64::from(e)).sum::<f64>();
                 old[i] = Some(lp.into_iter().map(f64::from).collect());
             }
@@ -392,48 +542,37 @@ impl Trainer {
                     continue;
                 }
                 let vars = self.policy.vars();
-                let mut accum: Vec<Vec<f32>> =
-                    vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
-                for &i in &members {
-                    let q = &seqs[i];
-                    let (lp, ent) = self.policy.token_logprobs_and_entropy(&q.tokens, q.start)?;
-                    let now: Vec<f64> = lp.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+                let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
+                let ctx = GradContext {
+                    policy: &self.policy,
+                    seqs: &seqs,
+                    old: &old,
+                    weights: &weights,
+                    reweight: s.reweight,
+                    clip: s.clip,
+                    total,
+                };
+                let parts = par_fold(
+                    self.pool.as_ref(),
+                    &members,
+                    || Partial::new(&sizes),
+                    |acc, i| ctx.accumulate(acc, i),
+                )?;
+                // summed in worker order: deterministic for a worker count
+                let mut accum: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+                for part in parts {
+                    for (a, g) in accum.iter_mut().zip(&part.grads) {
+                        for (x, y) in a.iter_mut().zip(g) {
+                            *x += y;
+                        }
+                    }
+                    loss_sum += part.loss_sum;
+                    weight_sum += part.weight_sum;
+                    n_clipped += part.n_clipped;
+                    n_tokens += part.n_tokens;
+                    m.grad_tokens += part.n_seq_tokens;
                     if fused {
-                        entropy_sum += ent.iter().map(|&e| f64::from(e)).sum::<f64>();
-                        old[i] = Some(now.clone());
-                    }
-                    let old_i = old[i]
-                        .as_ref()
-                        .ok_or_else(|| TrainError::Numerics("π_old missing".into()))?;
-                    let w = match &weights[i] {
-                        Some(w) => w.clone(),
-                        None => token_weights(s.reweight, std::slice::from_ref(old_i)).remove(0),
-                    };
-                    let mut coef = Vec::with_capacity(now.len());
-                    for t in 0..now.len() {
-                        let tl = dapo_token(now[t], old_i[t], q.adv * w[t], &s.clip);
-                        if !tl.loss.is_finite() {
-                            return Err(TrainError::Numerics(format!(
-                                "non-finite loss at token {t} of a response (log p {}, old {})",
-                                now[t], old_i[t]
-                            )));
-                        }
-                        loss_sum += tl.loss;
-                        weight_sum += w[t];
-                        n_clipped += usize::from(tl.clipped);
-                        coef.push((tl.grad / total as f64) as f32);
-                    }
-                    n_tokens += now.len();
-                    m.grad_tokens += q.tokens.len();
-                    let coef = Tensor::from_vec(coef, now.len(), self.policy.device())?;
-                    let grads = (lp * coef)?.sum_all()?.backward()?;
-                    for (acc, var) in accum.iter_mut().zip(&vars) {
-                        if let Some(g) = grads.get(var.as_tensor()) {
-                            let g = g.flatten_all()?.to_vec1::<f32>()?;
-                            for (a, x) in acc.iter_mut().zip(g) {
-                                *a += x;
-                            }
-                        }
+                        entropy_sum += part.entropy_sum;
                     }
                 }
                 let norm = clip_grad_norm(&mut accum, s.optim.max_grad_norm);

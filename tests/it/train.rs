@@ -461,16 +461,20 @@ mod run {
         let prompts = prompts(&model);
         init_threads(1);
         let cfg = settings(4, Reweight::Lowprob { alpha: 0.2 });
+        // two workers: sequences side by side, gradients summed in a fixed order
         let mut whole = Trainer::new(&path, prompts.clone(), cfg.clone(), &Device::Cpu).unwrap();
+        whole.set_workers(2).unwrap();
         let set = target_set(whole.policy(), &prompts[0]);
         let m_whole = run(&mut whole, &set, 4);
 
         let mut first = Trainer::new(&path, prompts.clone(), cfg.clone(), &Device::Cpu).unwrap();
+        first.set_workers(2).unwrap();
         let mut m_parts = run(&mut first, &set, 2);
         let ckpt = dir.path().join("ckpt.gguf");
         first.save_checkpoint(&ckpt).unwrap();
         drop(first);
         let mut second = Trainer::resume(&path, prompts, cfg, &Device::Cpu, &ckpt).unwrap();
+        second.set_workers(2).unwrap();
         assert_eq!(second.steps_done(), 2);
         m_parts.extend(run(&mut second, &set, 4));
 
