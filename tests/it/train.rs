@@ -494,3 +494,207 @@ mod run {
         assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
     }
 }
+
+mod cli {
+    use super::*;
+    use dlogp::gguf::GgufFile;
+
+    /// A prompt and the digit the tiny model most often answers it with (so
+    /// a short response is right sometimes, but not always).
+    fn learnable_task() -> (String, String) {
+        let path = fixture("tiny-llama.gguf");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let policy = super::policy(&path, lora(2, &[LoraTarget::Q]));
+        let digits: Vec<(u32, String)> = (0..model.n_vocab() as i32)
+            .map(|i| (i as u32, model.piece(LlamaToken(i))))
+            .filter(|(_, p)| p.len() == 1 && p.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        let mut best = (0.0f64, String::new(), String::new());
+        for prompt in [
+            "the answer is",
+            "1 + 2 =",
+            "2 + 2 =",
+            "what is",
+            "e t e",
+            "a",
+            "9 =",
+            "the",
+        ] {
+            let toks = tokens(&model, prompt);
+            let logits = policy.logits(&toks).unwrap().to_vec2::<f32>().unwrap();
+            let last = logits.last().unwrap();
+            let max = last.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let z: f64 = last.iter().map(|&x| (x as f64 - max).exp()).sum();
+            for (id, piece) in &digits {
+                let pr = (last[*id as usize] as f64 - max).exp() / z;
+                if pr > best.0 && pr < 0.6 {
+                    best = (pr, prompt.to_string(), piece.clone());
+                }
+            }
+        }
+        // measured: "what is" → "8" at 4.6 %
+        assert!(best.0 > 0.03, "no digit is likely enough: {best:?}");
+        (best.1, best.2)
+    }
+
+    fn train(dir: &Path, out: &str, steps: &str, extra: &[&str]) -> std::process::Output {
+        let base = fixture("tiny-llama.gguf");
+        let data = dir.join("tasks.jsonl");
+        if !data.exists() {
+            let (q, a) = learnable_task();
+            let row = serde_json::json!({"question": q, "answer": a});
+            std::fs::write(&data, format!("{row}\n")).unwrap();
+        }
+        let out = dir.join(out);
+        let mut args = vec![
+            "train",
+            "--base",
+            p(&base),
+            "--data",
+            p(&data),
+            "--out",
+            p(&out),
+            "--raw",
+            "--template",
+            "{question}",
+            "--extract",
+            "last-number",
+            "--steps",
+            steps,
+            "--prompts-per-step",
+            "2",
+            "-G",
+            "16",
+            "--max-tokens",
+            "4",
+            "--overlong-buffer",
+            "0",
+            "--rank",
+            "2",
+            "--alpha",
+            "4",
+            "--lr",
+            "0.01",
+            "--warmup",
+            "2",
+            "--seed",
+            "3",
+            "--checkpoint-every",
+            "1",
+            "--train-threads",
+            "2",
+            "--threads",
+            "2",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let o = dlogp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    }
+
+    /// `dlogp train` writes a loadable adapter with its settings, seed, steps
+    /// and metrics, a metrics row per step, and a checkpoint; stopping at 2
+    /// steps and resuming to 4 writes the same adapter bytes as 4 steps.
+    #[test]
+    fn train_writes_adapter_metrics_and_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        train(dir.path(), "whole.gguf", "4", &[]);
+        train(dir.path(), "parts.gguf", "2", &[]);
+        train(dir.path(), "parts.gguf", "4", &["--resume"]);
+        let whole = std::fs::read(dir.path().join("whole.gguf")).unwrap();
+        let parts = std::fs::read(dir.path().join("parts.gguf")).unwrap();
+        assert!(
+            whole == parts,
+            "the resumed adapter differs from the uninterrupted one"
+        );
+
+        let rows = read_jsonl(&dir.path().join("parts.gguf.metrics.jsonl"));
+        let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, vec![1, 2, 3, 4]);
+        for key in [
+            "reward_mean",
+            "accuracy",
+            "entropy",
+            "clip_fraction",
+            "reweight_mean",
+            "rollout_tok_s",
+            "grad_tok_s",
+        ] {
+            assert!(rows[0][key].is_number(), "{key} in {}", rows[0]);
+        }
+        assert!(dir.path().join("parts.gguf.ckpt.gguf").exists());
+
+        let path = dir.path().join("whole.gguf");
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(file.get_str("general.type"), Some("adapter"));
+        assert_eq!(file.get_u64("dlogp.train.steps"), Some(4));
+        assert_eq!(file.get_u64("dlogp.train.seed"), Some(3));
+        let settings: serde_json::Value =
+            serde_json::from_str(file.get_str("dlogp.train.settings").unwrap()).unwrap();
+        assert_eq!(settings["group_size"], 16);
+        let metrics: serde_json::Value =
+            serde_json::from_str(file.get_str("dlogp.train.metrics").unwrap()).unwrap();
+        assert_eq!(metrics["step"], 4);
+        // trained: B is no longer zero, and llama.cpp loads it as the RL side
+        let b_norm: f32 = (0..file.tensors.len())
+            .filter(|&i| file.tensors[i].name.ends_with(".lora_b"))
+            .flat_map(|i| file.read_tensor_f32(&path, &file.tensors[i]).unwrap())
+            .map(|x| x * x)
+            .sum();
+        assert!(b_norm > 0.0);
+        let base = fixture("tiny-llama.gguf");
+        let scored = score(
+            dir.path(),
+            &[
+                "--base",
+                p(&base),
+                "--rl-lora",
+                p(&path),
+                "--input",
+                p(&write_rows(dir.path(), "rows.jsonl", &tiny_rows())),
+            ],
+        );
+        assert!(scored.iter().any(|r| f(r, "dlogp").abs() > 1e-6));
+    }
+
+    #[test]
+    fn resume_with_other_settings_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        train(dir.path(), "a.gguf", "1", &[]);
+        let base = fixture("tiny-llama.gguf");
+        let out = dlogp(&[
+            "train",
+            "--base",
+            p(&base),
+            "--arith",
+            "3",
+            "--out",
+            p(&dir.path().join("a.gguf")),
+            "--steps",
+            "2",
+            "--resume",
+            "--quiet",
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("different settings"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn unsupported_architecture_is_named() {
+        init_threads(1);
+        let err = Policy::load(
+            &fixture("tiny-lora-otherarch.gguf"),
+            lora(2, &[LoraTarget::Q]),
+            0,
+            &Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`gemma3` is not supported"), "{err}");
+    }
+}
