@@ -451,6 +451,46 @@ mod run {
         }
     }
 
+    /// Several updates per rollout batch (π_old fixed before the first, so
+    /// later mini-batches are off-policy and get clipped) and the
+    /// sequence-level `ppl` weights both take the separate π_old pass; the
+    /// task is still learned, and the clip acts.
+    #[test]
+    fn minibatches_and_ppl_weights_learn_and_clip() {
+        let path = fixture("tiny-llama.gguf");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let prompts = prompts(&model);
+        init_threads(1);
+        for (reweight, updates) in [
+            (Reweight::Ppl { alpha: 0.2 }, 1),
+            (Reweight::Highprob { c: 0.5 }, 3),
+        ] {
+            let cfg = TrainSettings {
+                updates_per_step: updates,
+                ..settings(8, reweight)
+            };
+            let mut t = Trainer::new(&path, prompts.clone(), cfg, &Device::Cpu).unwrap();
+            let set = target_set(t.policy(), &prompts[0]);
+            let before = mass(t.policy(), &prompts[0], &set);
+            let metrics = run(&mut t, &set, 8);
+            let after = mass(t.policy(), &prompts[0], &set);
+            let clipped = metrics.iter().map(|m| m.clip_fraction).fold(0.0, f64::max);
+            eprintln!("{reweight:?}, {updates} updates: mass {before:.3} -> {after:.3}, max clip fraction {clipped:.3}");
+            assert!(after > before + 0.2, "mass {before} -> {after}");
+            let m = &metrics[0];
+            match reweight {
+                // mean 1 within each group
+                Reweight::Ppl { .. } => assert!((m.reweight_mean - 1.0).abs() < 0.05, "{m:?}"),
+                _ => assert!(m.reweight_mean < 1.0 && m.reweight_mean > 0.5, "{m:?}"),
+            }
+            if updates > 1 {
+                assert!(clipped > 0.0, "off-policy mini-batches should hit the clip");
+            } else {
+                assert_eq!(clipped, 0.0, "on-policy: ρ = 1, nothing is clipped");
+            }
+        }
+    }
+
     /// Stopping after 2 steps, checkpointing and resuming gives the same
     /// adapter (bit for bit) and the same metrics as 4 steps in one go.
     #[test]
