@@ -308,6 +308,8 @@ fn progress_bar(steps: u64, done: u64, quiet: bool) -> ProgressBar {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // before any other thread exists: candle reads these once
+    init_threads(1);
     let settings = args.settings()?;
     let tasks = args.tasks()?;
     if tasks.is_empty() {
@@ -315,7 +317,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let methods: Vec<Extraction> = args.extract.iter().map(|&e| e.into()).collect();
     let prompts = tokenize(&args, &tasks)?;
-    init_threads(1);
     let workers = match args.train_threads {
         Some(0) => anyhow::bail!("invalid --train-threads: must be at least 1"),
         Some(n) => n,

@@ -53,7 +53,13 @@ pub fn sample_groups(
             scale: 1.0,
         },
     };
+    let t0 = std::time::Instant::now();
     let pair = ModelPair::load(&spec, &LoadOptions::default())?;
+    tracing::debug!(
+        "rollouts: loaded {} + adapter in {:.2} s",
+        base.display(),
+        t0.elapsed().as_secs_f64()
+    );
     let g = opts.group_size.max(1);
     let mut requests = Vec::with_capacity(prompts.len() * g);
     for &(_, prompt, key) in prompts {
