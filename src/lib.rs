@@ -28,6 +28,8 @@
 //! - [`serve`]: the OpenAI-compatible HTTP server (`dlogp serve`).
 //! - [`plugin`]: `libdlogp`, a llama.cpp sampler for C hosts (the cdylib;
 //!   header `include/dlogp.h`).
+//! - [`train`]: the candle-based RLVR trainer (DAPO + reweighting) that
+//!   writes GGUF LoRA adapters.
 //! - [`cli`]: the `dlogp` command line (the only place with `anyhow` and
 //!   progress bars).
 
@@ -41,6 +43,7 @@ pub mod plugin;
 pub mod runtime;
 pub mod sampler;
 pub mod serve;
+pub mod train;
 
 pub use gguf::{GgufFile, GgufWriter};
 pub use runtime::{ModelPair, PairSpec, RlSource, Scorer};

@@ -11,6 +11,7 @@ mod intervene;
 mod score;
 mod serve;
 mod tasks;
+mod train;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -45,6 +46,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Generate verifiable task sets (seeded arithmetic).
     Tasks(tasks::TasksArgs),
+    /// Train a LoRA adapter with RLVR (DAPO + optional token reweighting).
+    Train(Box<train::TrainArgs>),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Intervene(args) => intervene::run(args),
         Command::Tasks(args) => tasks::run(args),
+        Command::Train(args) => train::run(*args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
         Command::Serve(args) => serve::run(args),

@@ -11,3 +11,4 @@ mod plugin;
 mod score;
 mod serve;
 mod smollm2;
+mod train;

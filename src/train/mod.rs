@@ -1,0 +1,93 @@
+//! The RLVR trainer (METHOD.md §4): a LoRA policy on an f32 llama forward in
+//! candle, trained with DAPO and optional token reweighting, written out as a
+//! GGUF LoRA adapter llama.cpp loads.
+//!
+//! - [`ops`]: RMSNorm, RoPE (adjacent pairs), softmax and log-softmax
+//!   composed from candle's differentiable primitives (candle's fused kernels
+//!   have no backward and silently cut gradients).
+//! - [`frozen`]: a frozen base weight as a custom op: f32 GEMM forward,
+//!   input gradient only backward.
+//! - [`fused`]: CPU kernels with explicit backward passes for the causal
+//!   softmax, RMSNorm and log-softmax + gather (equal to the compositions).
+//! - [`model`]: the llama forward from a GGUF's dequantized weights with LoRA
+//!   on configurable projections and layers; adapter export.
+//! - [`loss`]: pure functions: group advantages, reweighting, the DAPO
+//!   token loss and its gradient, overlong shaping, dynamic sampling.
+//! - [`rollout`]: G samples per prompt by llama.cpp with the current adapter.
+//! - [`trainer`]: the loop: rollouts, rewards, π_old, DAPO updates,
+//!   checkpoints and resume.
+//! - [`optim`]: AdamW with warm-up, weight decay, gradient clipping and
+//!   accumulation over plain f32 slices.
+//!
+//! Threads: candle's CPU pool spins; call [`init_threads`] before the first
+//! tensor operation (1 thread was fastest on a 2-core laptop).
+
+pub mod config;
+pub mod frozen;
+pub mod fused;
+pub mod loss;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod rollout;
+pub mod trainer;
+
+pub use config::{LoraConfig, LoraTarget, Reweight};
+pub use model::{default_device, Policy, PolicyShape};
+pub use trainer::{StepMetrics, TrainSettings, Trainer};
+
+use std::path::PathBuf;
+
+use crate::gguf::GgufError;
+
+/// What can go wrong in the trainer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Decode(#[from] crate::decode::DecodeError),
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a checkpoint of this run: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: architecture `{arch}` is not supported by the trainer (supported: llama)\nhint: the trainer implements the llama forward (Llama, SmolLM, Mistral-style models)")]
+    UnsupportedArchitecture { path: PathBuf, arch: String },
+    #[error("{path}: the trainer needs {what}, which the file does not have")]
+    Missing { path: PathBuf, what: String },
+    #[error("{path}: {what} is not supported by the trainer")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("invalid {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("token id {token} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { token: u32, n_vocab: usize },
+    #[error("numerical error: {0}")]
+    Numerics(String),
+}
+
+/// Size candle's CPU thread pools (GEMM and element-wise) by setting
+/// `CANDLE_NUM_THREADS` and `RAYON_NUM_THREADS`, unless the user set them.
+/// Must run before the first tensor operation of the process: candle reads
+/// them once. Returns the number in effect.
+pub fn init_threads(threads: usize) -> usize {
+    let threads = threads.max(1).to_string();
+    for key in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, &threads);
+        }
+    }
+    std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
