@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
-use crate::decode::{DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request};
+use super::eval::SamplingArgs;
+use crate::decode::{Engine, EngineOptions, Generation, Mode, Request};
 use crate::io::{read_rows, InputRow, Output, RowBody};
 use crate::runtime::{Model, ModelPair, PromptFormat};
-use crate::sampler::{Criterion, Gate, SamplingParams};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -37,45 +37,11 @@ pub struct GenerateArgs {
     /// Decoding mode (default: extrapolate with an RL model, base without).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
-    /// Who proposes tokens in replace/extrapolate.
-    #[arg(long, value_enum, default_value_t = Proposer::Base)]
-    pub proposer: Proposer,
-    /// When the RL model steps in.
-    #[arg(long, value_enum, default_value_t = Criterion::Dlogp)]
-    pub criterion: Criterion,
-    /// Gate threshold τ (dlogp: fires when Δlog p ≤ τ; metrics: when ≥ τ;
-    /// random: the probability).
-    #[arg(long, default_value_t = -0.3, allow_hyphen_values = true)]
-    pub tau: f64,
-    /// Extrapolation strength γ: π_X ∝ π_RL · exp(γ Δlog p).
-    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
-    pub gamma: f64,
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub temperature: f64,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = 0.7, allow_hyphen_values = true)]
-    pub top_p: f64,
-    /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 512)]
-    pub max_tokens: usize,
-    /// Stop when this text appears (repeatable); it is cut from the output.
-    #[arg(long)]
-    pub stop: Vec<String>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Samples per prompt.
     #[arg(long, short = 'n', default_value_t = 1)]
     pub samples: usize,
-    /// Draft length K for speculative gating (1: lockstep, both models
-    /// concurrently). Default: the fastest measured on a 2-core CPU, 1 for
-    /// one sequence at a time, 4 when several are decoded side by side.
-    #[arg(long)]
-    pub draft: Option<usize>,
-    /// Sequences decoded side by side.
-    #[arg(long, default_value_t = 8)]
-    pub sequences: u32,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Use prompts as written instead of rendering the chat template.
     #[arg(long)]
     pub raw: bool,
@@ -128,10 +94,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.samples == 0 {
         anyhow::bail!("invalid --samples: must be at least 1");
     }
-    if !(1..=256).contains(&args.sequences) {
+    if !(1..=256).contains(&args.sampling.sequences) {
         anyhow::bail!(
             "invalid --sequences {}: must be between 1 and 256",
-            args.sequences
+            args.sampling.sequences
         );
     }
     let spec = args.pair.spec();
@@ -140,16 +106,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     } else {
         Mode::Base
     });
-    let gate = Gate::new(args.criterion, args.tau)?;
-    if let Some(w) = gate.warning() {
+    let cfg = args.sampling.defaults(mode)?;
+    if let Some(w) = cfg.gate.warning() {
         tracing::warn!("{w}");
     }
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-    };
-    let cfg = DecodeConfig::new(mode, args.proposer, gate, args.gamma, sampling, args.seed)?;
     if spec.is_none() && cfg.needs_rl() {
         anyhow::bail!("--mode {mode:?} needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
     }
@@ -183,11 +143,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             });
         }
     }
-    let n_seq = args.sequences.min(requests.len() as u32).max(1);
+    let n_seq = args.sampling.sequences.min(requests.len() as u32).max(1);
     let opts = EngineOptions {
-        max_tokens: args.max_tokens,
-        stop: args.stop.clone(),
-        draft: args.draft.unwrap_or(if n_seq == 1 { 1 } else { 4 }),
+        max_tokens: args.sampling.max_tokens,
+        stop: args.sampling.stop.clone(),
+        draft: args
+            .sampling
+            .draft
+            .unwrap_or(if n_seq == 1 { 1 } else { 4 }),
         n_seq,
         n_ctx: args.model.ctx_size(model.n_ctx_train())?,
         threads,

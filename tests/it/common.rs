@@ -1,7 +1,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dlogp::decode::{DecodeConfig, Mode, Proposer};
 use dlogp::runtime::{ContextOptions, LoadOptions, ModelPair, PairSpec, RlSource};
+use dlogp::sampler::{Criterion, Gate, SamplingParams};
 use serde_json::Value;
 
 pub fn root() -> PathBuf {
@@ -105,6 +107,52 @@ pub fn smollm2_lora(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let out = dlogp(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     path
+}
+
+/// A SmolLM2 adapter strong enough that the dlogp gate fires on a fair share
+/// of tokens (rank 8, random, std 0.08, seed 3) in `dir/lora.gguf`.
+pub fn strong_lora(dir: &Path) -> PathBuf {
+    smollm2_lora(
+        dir,
+        "lora.gguf",
+        &[
+            "--rank",
+            "8",
+            "--targets",
+            "attn_q,attn_v,ffn_up,ffn_down",
+            "--init",
+            "random",
+            "--std",
+            "0.08",
+            "--seed",
+            "3",
+        ],
+    )
+}
+
+/// A decoding configuration at the paper's sampling settings (T 1, top-p 0.7).
+pub fn decode_config(
+    mode: Mode,
+    proposer: Proposer,
+    criterion: Criterion,
+    tau: f64,
+    gamma: f64,
+    seed: u64,
+) -> DecodeConfig {
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 0.7,
+    };
+    DecodeConfig::new(
+        mode,
+        proposer,
+        Gate::new(criterion, tau).unwrap(),
+        gamma,
+        sampling,
+        seed,
+    )
+    .unwrap()
 }
 
 pub fn load_pair(base: &Path, rl: RlSource) -> ModelPair {

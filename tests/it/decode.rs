@@ -1,8 +1,6 @@
 //! Decoding: exact equivalences between modes and between lockstep and
 //! speculative decoding, distributions, and errors.
 
-use std::path::{Path, PathBuf};
-
 use dlogp::decode::{
     step, DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request,
 };
@@ -11,26 +9,6 @@ use dlogp::sampler::{Criterion, Distribution, Gate, SamplingParams};
 use serde_json::json;
 
 use crate::common::*;
-
-/// Strong enough that the dlogp gate fires on a fair share of tokens.
-fn strong_lora(dir: &Path) -> PathBuf {
-    smollm2_lora(
-        dir,
-        "lora.gguf",
-        &[
-            "--rank",
-            "8",
-            "--targets",
-            "attn_q,attn_v,ffn_up,ffn_down",
-            "--init",
-            "random",
-            "--std",
-            "0.08",
-            "--seed",
-            "3",
-        ],
-    )
-}
 
 fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> {
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
@@ -46,30 +24,6 @@ fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> 
         }
     }
     out
-}
-
-fn config(
-    mode: Mode,
-    proposer: Proposer,
-    criterion: Criterion,
-    tau: f64,
-    gamma: f64,
-    seed: u64,
-) -> DecodeConfig {
-    let sampling = SamplingParams {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 0.7,
-    };
-    DecodeConfig::new(
-        mode,
-        proposer,
-        Gate::new(criterion, tau).unwrap(),
-        gamma,
-        sampling,
-        seed,
-    )
-    .unwrap()
 }
 
 fn run(
@@ -142,7 +96,7 @@ fn speculative_equals_lockstep() {
     ];
     let mut fired_somewhere = false;
     for (mode, proposer, criterion, tau, gamma, seed) in cases {
-        let cfg = config(mode, proposer, criterion, tau, gamma, seed);
+        let cfg = decode_config(mode, proposer, criterion, tau, gamma, seed);
         let lockstep = run(&pair, &cfg, &reqs, 1, 2, 24);
         fired_somewhere |= lockstep
             .iter()
@@ -173,7 +127,7 @@ fn parallel_sequences_equal_one_at_a_time() {
         },
     );
     let reqs = requests(&pair, &PROMPTS, 2);
-    let cfg = config(
+    let cfg = decode_config(
         Mode::Extrapolate,
         Proposer::Base,
         Criterion::Dlogp,
@@ -203,7 +157,7 @@ fn gamma_zero_extrapolation_is_replace() {
     let reqs = requests(&pair, &PROMPTS, 1);
     let replace = run(
         &pair,
-        &config(
+        &decode_config(
             Mode::Replace,
             Proposer::Base,
             Criterion::Dlogp,
@@ -218,7 +172,7 @@ fn gamma_zero_extrapolation_is_replace() {
     );
     let extrap = run(
         &pair,
-        &config(
+        &decode_config(
             Mode::Extrapolate,
             Proposer::Base,
             Criterion::Dlogp,
@@ -252,7 +206,7 @@ fn gate_that_never_fires_gives_the_proposers_tokens() {
     let tokens = |gs: Vec<Generation>| gs.into_iter().map(|g| g.tokens).collect::<Vec<_>>();
     let base = tokens(run(
         &pair,
-        &config(Mode::Base, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
+        &decode_config(Mode::Base, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
         &reqs,
         1,
         2,
@@ -260,7 +214,7 @@ fn gate_that_never_fires_gives_the_proposers_tokens() {
     ));
     let rl = tokens(run(
         &pair,
-        &config(Mode::Rl, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
+        &decode_config(Mode::Rl, Proposer::Base, Criterion::Never, 0.0, 0.0, 9),
         &reqs,
         1,
         2,
@@ -268,7 +222,7 @@ fn gate_that_never_fires_gives_the_proposers_tokens() {
     ));
     assert_ne!(base, rl, "the adapter changes generations");
     for k in [1, 4] {
-        let low_tau = config(
+        let low_tau = decode_config(
             Mode::Extrapolate,
             Proposer::Base,
             Criterion::Dlogp,
@@ -281,7 +235,7 @@ fn gate_that_never_fires_gives_the_proposers_tokens() {
             tokens(run(&pair, &low_tau, &reqs, k, 2, 24)),
             "K = {k}"
         );
-        let never_rl = config(
+        let never_rl = decode_config(
             Mode::Extrapolate,
             Proposer::Rl,
             Criterion::Never,
@@ -305,7 +259,7 @@ fn a_model_paired_with_itself_never_fires() {
     let reqs = requests(&pair, &["the answer is"], 3);
     let gens = run(
         &pair,
-        &config(
+        &decode_config(
             Mode::Extrapolate,
             Proposer::Base,
             Criterion::Dlogp,

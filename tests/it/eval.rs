@@ -63,26 +63,6 @@ fn arith_tasks_are_seeded_and_load_with_the_default_fields() {
     assert!(stderr(&out).contains("--level"));
 }
 
-/// A LoRA strong enough that the gates fire on a fair share of tokens.
-fn lora(dir: &Path) -> PathBuf {
-    smollm2_lora(
-        dir,
-        "lora.gguf",
-        &[
-            "--rank",
-            "8",
-            "--targets",
-            "attn_q,attn_v,ffn_up,ffn_down",
-            "--init",
-            "random",
-            "--std",
-            "0.08",
-            "--seed",
-            "3",
-        ],
-    )
-}
-
 fn arith(dir: &Path, n: &str, level: &str) -> PathBuf {
     let path = dir.join(format!("arith-{n}-{level}.jsonl"));
     let out = dlogp(&[
@@ -116,7 +96,7 @@ fn without_timing(mut summary: Value) -> Value {
 #[test]
 fn eval_grades_every_sample_and_summarizes_them_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, rl) = (arith(dir.path(), "4", "1"), lora(dir.path()));
+    let (data, rl) = (arith(dir.path(), "4", "1"), strong_lora(dir.path()));
     let (rows_path, summary_path) = (dir.path().join("s.jsonl"), dir.path().join("s.json"));
     let base = smollm2();
     let out = dlogp(&[
@@ -207,7 +187,7 @@ fn an_interrupted_eval_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let data = arith(dir.path(), "4", "2");
     let base = smollm2();
-    let rl = lora(dir.path());
+    let rl = strong_lora(dir.path());
     let args = |rows: &Path, summary: &Path, sequences: &str| -> Vec<String> {
         [
             "eval",
@@ -317,7 +297,7 @@ fn intervene_never_and_always_reproduce_base_and_rl() {
     let dir = tempfile::tempdir().unwrap();
     let data = arith(dir.path(), "3", "1");
     let base = smollm2();
-    let rl = lora(dir.path());
+    let rl = strong_lora(dir.path());
     let common = [
         "--base",
         p(&base),
@@ -451,7 +431,7 @@ fn intervene_calibrates_thresholds_to_target_ratios() {
     let dir = tempfile::tempdir().unwrap();
     let data = arith(dir.path(), "3", "2");
     let base = smollm2();
-    let rl = lora(dir.path());
+    let rl = strong_lora(dir.path());
     let (json, png) = (dir.path().join("c.json"), dir.path().join("c.png"));
     let out = dlogp(&[
         "intervene",

@@ -5,37 +5,13 @@
 use std::collections::HashMap;
 
 use dlogp::decode::{
-    DecodeConfig, DecodeError, Engine, EngineOptions, Finish, Generation, Job, JobSource, Mode,
-    Proposer, Request, TokenEvent,
+    DecodeError, Engine, EngineOptions, Finish, Generation, Job, JobSource, Mode, Proposer,
+    Request, TokenEvent,
 };
 use dlogp::runtime::{ModelPair, PromptFormat, RlSource};
-use dlogp::sampler::{Criterion, Gate, SamplingParams};
+use dlogp::sampler::Criterion;
 
 use crate::common::*;
-
-fn cfg(
-    mode: Mode,
-    proposer: Proposer,
-    criterion: Criterion,
-    tau: f64,
-    gamma: f64,
-    seed: u64,
-) -> DecodeConfig {
-    let sampling = SamplingParams {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 0.7,
-    };
-    DecodeConfig::new(
-        mode,
-        proposer,
-        Gate::new(criterion, tau).unwrap(),
-        gamma,
-        sampling,
-        seed,
-    )
-    .unwrap()
-}
 
 /// Hands out jobs one at a time, each only after `gap` more tokens were
 /// decoded; cancels job `cancel` after its `cancel_after`th token.
@@ -119,22 +95,7 @@ fn alone(pair: &ModelPair, job: &Job) -> Generation {
 #[test]
 fn serve_jobs_with_mixed_configs_equal_each_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let lora = smollm2_lora(
-        dir.path(),
-        "lora.gguf",
-        &[
-            "--rank",
-            "8",
-            "--targets",
-            "attn_q,attn_v,ffn_up,ffn_down",
-            "--init",
-            "random",
-            "--std",
-            "0.08",
-            "--seed",
-            "3",
-        ],
-    );
+    let lora = strong_lora(dir.path());
     let pair = load_pair(
         &smollm2(),
         RlSource::Lora {
@@ -146,7 +107,7 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
     let prompt =
         |text: &str| format.tokenize_prompt(pair.base(), &format.user_prompt(text).unwrap());
     let configs = [
-        cfg(
+        decode_config(
             Mode::Extrapolate,
             Proposer::Base,
             Criterion::Dlogp,
@@ -154,7 +115,7 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
             0.1,
             0,
         ),
-        cfg(
+        decode_config(
             Mode::Replace,
             Proposer::Base,
             Criterion::Dlogp,
@@ -162,8 +123,8 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
             0.0,
             1,
         ),
-        cfg(Mode::Base, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 2),
-        cfg(
+        decode_config(Mode::Base, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 2),
+        decode_config(
             Mode::Extrapolate,
             Proposer::Rl,
             Criterion::Random,
@@ -171,9 +132,9 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
             0.5,
             3,
         ),
-        cfg(Mode::Rl, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 4),
-        cfg(Mode::Global, Proposer::Base, Criterion::Dlogp, -0.3, 0.3, 5),
-        cfg(
+        decode_config(Mode::Rl, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 4),
+        decode_config(Mode::Global, Proposer::Base, Criterion::Dlogp, -0.3, 0.3, 5),
+        decode_config(
             Mode::Extrapolate,
             Proposer::Base,
             Criterion::Entropy,
@@ -225,7 +186,7 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
         n_ctx: 1024,
         threads: 2,
     };
-    let engine_cfg = cfg(
+    let engine_cfg = decode_config(
         Mode::Extrapolate,
         Proposer::Base,
         Criterion::Dlogp,

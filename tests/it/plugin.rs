@@ -280,22 +280,7 @@ fn plugin_c_host_equals_generate_smollm2_lora() {
     let dir = tempfile::tempdir().unwrap();
     let host = build_host(dir.path());
     let base = smollm2();
-    let lora = smollm2_lora(
-        dir.path(),
-        "lora.gguf",
-        &[
-            "--rank",
-            "8",
-            "--targets",
-            "attn_q,attn_v,ffn_up,ffn_down",
-            "--init",
-            "random",
-            "--std",
-            "0.08",
-            "--seed",
-            "3",
-        ],
-    );
+    let lora = strong_lora(dir.path());
     let fired = check_host(
         &host,
         dir.path(),
