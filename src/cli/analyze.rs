@@ -107,7 +107,7 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
     }
     let pair_args = PairArgs {
-        base: base.to_path_buf(),
+        base: Some(base.to_path_buf()),
         rl: args.rl.clone(),
         rl_lora: args.rl_lora.clone(),
         lora_scale: args.lora_scale,

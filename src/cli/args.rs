@@ -63,12 +63,21 @@ impl ModelArgs {
     }
 }
 
+/// The default base model, relative to the working directory (the dlogp
+/// checkout): fetched by `scripts/fetch-model.sh`.
+pub const DEFAULT_BASE: &str = "gguf/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The default RL side: the committed adapter trained by
+/// `scripts/reproduce.sh` (see gguf/README.md).
+pub const DEFAULT_RL_LORA: &str = "gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf";
+
 /// A base model and, optionally, the RL side of a pair.
 #[derive(Debug, Clone, Args)]
 pub struct PairArgs {
-    /// The base model (GGUF).
+    /// The base model (GGUF). Without it, dlogp uses the default pair:
+    /// gguf/SmolLM2-135M-Instruct.Q4_1.gguf and, unless --rl or --rl-lora is
+    /// given, the adapter gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf.
     #[arg(long, value_name = "GGUF")]
-    pub base: PathBuf,
+    pub base: Option<PathBuf>,
     /// The RL model (GGUF with the same vocabulary as the base).
     #[arg(long, value_name = "GGUF", conflicts_with = "rl_lora")]
     pub rl: Option<PathBuf>,
@@ -77,11 +86,59 @@ pub struct PairArgs {
     #[arg(long, value_name = "GGUF")]
     pub rl_lora: Option<PathBuf>,
     /// Scale of the LoRA adapter.
-    #[arg(long, default_value_t = 1.0, requires = "rl_lora")]
+    #[arg(long, default_value_t = 1.0)]
     pub lora_scale: f32,
 }
 
 impl PairArgs {
+    /// Fill in the default pair (see `--base`) where the user gave none;
+    /// an error with a hint when those files are not here.
+    pub fn resolve(mut self) -> anyhow::Result<PairArgs> {
+        if self.base.is_some() {
+            if self.rl_lora.is_none() && self.lora_scale != 1.0 {
+                anyhow::bail!("--lora-scale needs --rl-lora");
+            }
+            return Ok(self);
+        }
+        let missing = |what: &str, path: &str, how: &str| {
+            anyhow::anyhow!(
+                "no --base given, and the default {what} {path} is not in {}\nhint: pass --base FILE (and --rl or --rl-lora), or run from the dlogp checkout {how}",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "the working directory".into())
+            )
+        };
+        if !std::path::Path::new(DEFAULT_BASE).exists() {
+            return Err(missing(
+                "model",
+                DEFAULT_BASE,
+                "after scripts/fetch-model.sh",
+            ));
+        }
+        self.base = Some(PathBuf::from(DEFAULT_BASE));
+        if self.rl.is_none() && self.rl_lora.is_none() {
+            if !std::path::Path::new(DEFAULT_RL_LORA).exists() {
+                return Err(missing(
+                    "adapter",
+                    DEFAULT_RL_LORA,
+                    "(it is committed there)",
+                ));
+            }
+            tracing::info!("using the default pair: {DEFAULT_BASE} + {DEFAULT_RL_LORA}");
+            self.rl_lora = Some(PathBuf::from(DEFAULT_RL_LORA));
+        } else if self.rl_lora.is_none() && self.lora_scale != 1.0 {
+            anyhow::bail!("--lora-scale needs --rl-lora");
+        }
+        Ok(self)
+    }
+
+    /// The base model; [`PairArgs::resolve`] must have run.
+    pub fn base(&self) -> &std::path::Path {
+        self.base
+            .as_deref()
+            .expect("PairArgs::resolve fills in the base model")
+    }
+
     /// The pair to load, or `None` when only `--base` was given.
     pub fn spec(&self) -> Option<PairSpec> {
         let rl = match (&self.rl, &self.rl_lora) {
@@ -93,7 +150,7 @@ impl PairArgs {
             (None, None) => return None,
         };
         Some(PairSpec {
-            base: self.base.clone(),
+            base: self.base().to_path_buf(),
             rl,
         })
     }

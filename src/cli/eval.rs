@@ -231,7 +231,7 @@ impl Bench {
             .transpose()?;
         let single = match &pair {
             Some(_) => None,
-            None => Some(Model::load(&pair_args.base, &load)?),
+            None => Some(Model::load(pair_args.base(), &load)?),
         };
         let model: &Model = pair
             .as_ref()
@@ -272,7 +272,7 @@ impl Bench {
         };
         let d = sampling.defaults(Mode::Base)?;
         let settings = json!({
-            "base": pair_args.base.display().to_string(),
+            "base": pair_args.base().display().to_string(),
             "rl": rl,
             "lora_scale": lora_scale,
             "data": data.data.display().to_string(),

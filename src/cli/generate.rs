@@ -121,7 +121,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .transpose()?;
     let single = match &pair {
         Some(_) => None,
-        None => Some(Model::load(&args.pair.base, &load)?),
+        None => Some(Model::load(args.pair.base(), &load)?),
     };
     let model: &Model = pair
         .as_ref()

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod args;
+mod compact;
 mod eval;
 mod fixtures;
 mod generate;
@@ -50,6 +51,8 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
+    /// Shrink a LoRA adapter: lower its rank by truncated SVD and/or store it as F16.
+    LoraCompact(compact::LoraCompactArgs),
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
     Serve(serve::ServeArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
@@ -59,17 +62,33 @@ pub enum Command {
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Score(args) => score::run(args),
-        Command::Generate(args) => generate::run(args),
+        Command::Score(mut args) => {
+            args.pair = args.pair.resolve()?;
+            score::run(args)
+        }
+        Command::Generate(mut args) => {
+            args.pair = args.pair.resolve()?;
+            generate::run(args)
+        }
         Command::Analyze(args) => analyze::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(mut args) => {
+            args.pair = args.pair.resolve()?;
+            eval::run(args)
+        }
         Command::Inspect(args) => inspect::run(args),
-        Command::Intervene(args) => intervene::run(args),
+        Command::Intervene(mut args) => {
+            args.pair = args.pair.resolve()?;
+            intervene::run(args)
+        }
         Command::Tasks(args) => tasks::run(args),
         Command::Train(args) => train::run(*args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
+        Command::LoraCompact(args) => compact::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(mut args) => {
+            args.pair = args.pair.resolve()?;
+            serve::run(args)
+        }
     }
 }
 

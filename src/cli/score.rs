@@ -160,7 +160,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let model = Model::load(&args.pair.base, &load)?;
+            let model = Model::load(args.pair.base(), &load)?;
             let options = score_options(&args, &model, threads)?;
             let sequences = sequences(&args, &model, &rows, &source_name, options.n_ctx)?;
             let mut scorer = Scorer::for_model(&model, options.fitted_to(&sequences))?;

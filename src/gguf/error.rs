@@ -143,6 +143,8 @@ pub enum GgufError {
         expected: &'static str,
         found: ValueType,
     },
+    #[error("{}: not a usable LoRA adapter: {reason}", path.display())]
+    NotLoraAdapter { path: PathBuf, reason: String },
     #[error("LoRA tensor for `{base}`: {reason}")]
     LoraShape { base: String, reason: String },
     #[error("LoRA target `{target}` matches no tensor `blk.N.{target}.weight`\nhint: available targets: {}", available.join(", "))]
@@ -180,6 +182,7 @@ impl GgufError {
             | GgufError::MixedArray { .. }
             | GgufError::WrongValueType { .. }
             | GgufError::LoraShape { .. }
+            | GgufError::NotLoraAdapter { .. }
             | GgufError::UnknownLoraTarget { .. } => {}
         }
         self

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::error::GgufError;
+use super::ggml_type::GgmlType;
 use super::reader::GgufFile;
 use super::rng::Rng;
 use super::value::Value;
@@ -82,6 +83,23 @@ pub fn lora_adapter_writer(
     tensors: &[LoraTensor],
     extra_metadata: &[(String, Value)],
 ) -> Result<GgufWriter, GgufError> {
+    lora_adapter_writer_as(architecture, alpha, tensors, extra_metadata, GgmlType::F32)
+}
+
+/// [`lora_adapter_writer`] with the tensors stored as `storage` (F32 or F16).
+pub fn lora_adapter_writer_as(
+    architecture: &str,
+    alpha: f32,
+    tensors: &[LoraTensor],
+    extra_metadata: &[(String, Value)],
+    storage: GgmlType,
+) -> Result<GgufWriter, GgufError> {
+    if !matches!(storage, GgmlType::F32 | GgmlType::F16) {
+        return Err(GgufError::LoraShape {
+            base: "(all tensors)".to_string(),
+            reason: format!("cannot store an adapter as {storage}; use F32 or F16"),
+        });
+    }
     let mut w = GgufWriter::new();
     w.set("general.type", Value::string("adapter"))
         .set("general.architecture", Value::string(architecture))
@@ -92,10 +110,118 @@ pub fn lora_adapter_writer(
     }
     for t in tensors {
         t.check()?;
-        w.add_tensor_f32(t.a_name(), &[t.n_in as u64, t.rank as u64], &t.a)?;
-        w.add_tensor_f32(t.b_name(), &[t.rank as u64, t.n_out as u64], &t.b)?;
+        let a_dims = [t.n_in as u64, t.rank as u64];
+        let b_dims = [t.rank as u64, t.n_out as u64];
+        if storage == GgmlType::F16 {
+            w.add_tensor_f16(t.a_name(), &a_dims, &t.a)?;
+            w.add_tensor_f16(t.b_name(), &b_dims, &t.b)?;
+        } else {
+            w.add_tensor_f32(t.a_name(), &a_dims, &t.a)?;
+            w.add_tensor_f32(t.b_name(), &b_dims, &t.b)?;
+        }
     }
     Ok(w)
+}
+
+/// A LoRA adapter read back from a GGUF file (F32 or F16 tensors).
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub architecture: String,
+    /// `adapter.lora.alpha`; llama.cpp applies `alpha / rank`, or 1 when it
+    /// is absent or zero.
+    pub alpha: Option<f32>,
+    /// One entry per `<base>.lora_a` / `<base>.lora_b` pair, in file order.
+    pub tensors: Vec<LoraTensor>,
+    /// Every metadata pair of the file, in file order.
+    pub metadata: Vec<(String, Value)>,
+}
+
+impl LoraAdapter {
+    /// Read the adapter at `path`: `general.type = "adapter"`,
+    /// `adapter.type = "lora"`, and matching A/B pairs.
+    pub fn read(path: &Path) -> Result<LoraAdapter, GgufError> {
+        let file = GgufFile::open(path)?;
+        let not_lora = |reason: String| GgufError::NotLoraAdapter {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if file.get_str("general.type") != Some("adapter")
+            || file.get_str("adapter.type") != Some("lora")
+        {
+            return Err(not_lora(format!(
+                "general.type is {:?} and adapter.type is {:?} (a LoRA adapter has \"adapter\" and \"lora\")",
+                file.get_str("general.type").unwrap_or("missing"),
+                file.get_str("adapter.type").unwrap_or("missing"),
+            )));
+        }
+        let architecture = file
+            .architecture()
+            .ok_or_else(|| not_lora("metadata key `general.architecture` is missing".into()))?
+            .to_string();
+        let alpha = file
+            .get_f64("adapter.lora.alpha")
+            .map(|a| a as f32)
+            .filter(|&a| a != 0.0);
+        let mut tensors = Vec::new();
+        for ta in &file.tensors {
+            let Some(base_name) = ta.name.strip_suffix(".lora_a") else {
+                if !ta.name.ends_with(".lora_b") {
+                    return Err(not_lora(format!(
+                        "tensor `{}` is not a LoRA factor",
+                        ta.name
+                    )));
+                }
+                continue;
+            };
+            let b_name = format!("{base_name}.lora_b");
+            let tb = file
+                .tensor(&b_name)
+                .ok_or_else(|| not_lora(format!("`{}` has no `{b_name}`", ta.name)))?;
+            let (&[n_in, rank_a], &[rank_b, n_out]) = (ta.dims.as_slice(), tb.dims.as_slice())
+            else {
+                return Err(not_lora(format!(
+                    "`{base_name}`: A has dims {:?} and B {:?}; both must be 2-D",
+                    ta.dims, tb.dims
+                )));
+            };
+            if rank_a != rank_b {
+                return Err(not_lora(format!(
+                    "`{base_name}`: A has rank {rank_a} but B has rank {rank_b}"
+                )));
+            }
+            let dim = |d: u64| {
+                usize::try_from(d)
+                    .map_err(|_| not_lora(format!("`{base_name}`: dimension {d} is too large")))
+            };
+            let t = LoraTensor {
+                base_name: base_name.to_string(),
+                n_in: dim(n_in)?,
+                n_out: dim(n_out)?,
+                rank: dim(rank_a)?,
+                a: file.read_tensor_f32(path, ta)?,
+                b: file.read_tensor_f32(path, tb)?,
+            };
+            t.check()?;
+            tensors.push(t);
+        }
+        if tensors.is_empty() {
+            return Err(not_lora("it has no `.lora_a` tensors".into()));
+        }
+        Ok(LoraAdapter {
+            architecture,
+            alpha,
+            tensors,
+            metadata: file.metadata,
+        })
+    }
+
+    /// The scale llama.cpp applies to `t` (at adapter scale 1).
+    pub fn scale(&self, t: &LoraTensor) -> f32 {
+        match self.alpha {
+            Some(alpha) => alpha / t.rank as f32,
+            None => 1.0,
+        }
+    }
 }
 
 /// Write a LoRA adapter llama.cpp can load: `general.type = "adapter"`,

@@ -5,7 +5,7 @@
 //!   read only on request ([`GgufFile::read_tensor_data`]).
 //! - [`GgufWriter`] builds files and writes them atomically.
 //! - [`lora`] writes LoRA adapters in the layout llama.cpp loads and makes
-//!   initial adapters shaped after a base model.
+//!   initial adapters shaped after a base model; [`lowrank`] compacts them.
 //! - [`Inspection`] summarises a file for people.
 //! - [`fixtures`] builds the tiny deterministic models and adapters tests use.
 
@@ -15,6 +15,7 @@ pub mod fixtures;
 mod ggml_type;
 mod inspect;
 pub mod lora;
+pub mod lowrank;
 mod reader;
 pub(crate) mod rng;
 mod tensor;
@@ -29,7 +30,11 @@ pub use f16::{f16_to_f32, f32_to_f16};
 pub use fixtures::{tiny_llama, write_fixtures, TinyLlamaConfig};
 pub use ggml_type::{GgmlType, ALL_GGML_TYPES};
 pub use inspect::{file_type_name, FileKind, Inspection};
-pub use lora::{lora_adapter_writer, lora_for_model, write_lora_adapter, LoraInit, LoraTensor};
+pub use lora::{
+    lora_adapter_writer, lora_adapter_writer_as, lora_for_model, write_lora_adapter, LoraAdapter,
+    LoraInit, LoraTensor,
+};
+pub use lowrank::{compact_lora, Compacted};
 pub use reader::{GgufFile, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 pub use tensor::TensorInfo;
 pub use value::{Array, Value, ValueType};

@@ -2,6 +2,7 @@
 //! and on the real SmolLM2-135M-Instruct (fetched by scripts/fetch-model.sh).
 
 mod common;
+mod compact;
 mod decode;
 mod errors;
 mod eval;
