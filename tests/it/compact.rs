@@ -169,3 +169,54 @@ fn bad_compaction_requests_are_clear_errors() {
         assert!(!out.exists(), "no output on error");
     }
 }
+
+fn dlogp_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dlogp"))
+        .args(args)
+        .current_dir(dir)
+        .env("DLOGP_LOG", "warn")
+        .output()
+        .expect("the dlogp binary runs")
+}
+
+#[test]
+fn default_pair_is_smollm2_with_the_committed_adapter() {
+    let adapter = root().join("gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf");
+    let file = GgufFile::open(&adapter).expect("the trained adapter is committed");
+    assert_eq!(file.get_str("general.type"), Some("adapter"));
+    assert_eq!(file.get_u64("dlogp.compact.rank"), Some(8));
+    let settings = file.get_str("dlogp.train.settings").unwrap();
+    assert!(settings.contains("\"scheme\":\"lowprob\""), "{settings}");
+    assert!(std::fs::metadata(&adapter).unwrap().len() < 6_000_000);
+
+    let prompt = "What is 23 + 19 + 7? Answer with just the number.";
+    let common = ["--max-tokens", "24", "--seed", "3", "--trace"];
+    let dir = tempfile::tempdir().unwrap();
+    let (t1, t2) = (dir.path().join("t1.jsonl"), dir.path().join("t2.jsonl"));
+    let base = smollm2();
+    let mut explicit = vec!["generate", "--base", p(&base), "--rl-lora", p(&adapter)];
+    explicit.extend(common);
+    explicit.extend([p(&t1), prompt]);
+    let a = dlogp_in(&root(), &explicit);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let mut implicit = vec!["generate"];
+    implicit.extend(common);
+    implicit.extend([p(&t2), prompt]);
+    let b = dlogp_in(&root(), &implicit);
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(a.stdout, b.stdout, "same text");
+    let (ra, rb) = (read_jsonl(&t1), read_jsonl(&t2));
+    assert!(!ra.is_empty());
+    assert_eq!(ra, rb, "same tokens, gate decisions and Δlog p");
+    // the extrapolating pair really has an RL side: Δlog p is not all zero
+    assert!(ra.iter().any(|r| f(r, "dlogp").abs() > 1e-3));
+
+    // Elsewhere there is no default pair: a clear error with a hint.
+    let c = dlogp_in(dir.path(), &["generate", prompt]);
+    let err = stderr(&c);
+    assert_eq!(c.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("gguf/SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("hint: pass --base"),
+        "{err}"
+    );
+}
