@@ -1,6 +1,6 @@
 //! Arguments shared by commands that load models.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -94,46 +94,43 @@ impl PairArgs {
     /// Fill in the default pair (see `--base`) where the user gave none;
     /// an error with a hint when those files are not here.
     pub fn resolve(mut self) -> anyhow::Result<PairArgs> {
-        if self.base.is_some() {
-            if self.rl_lora.is_none() && self.lora_scale != 1.0 {
-                anyhow::bail!("--lora-scale needs --rl-lora");
-            }
-            return Ok(self);
-        }
-        let missing = |what: &str, path: &str, how: &str| {
-            anyhow::anyhow!(
-                "no --base given, and the default {what} {path} is not in {}\nhint: pass --base FILE (and --rl or --rl-lora), or run from the dlogp checkout {how}",
-                std::env::current_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_else(|_| "the working directory".into())
-            )
-        };
-        if !std::path::Path::new(DEFAULT_BASE).exists() {
-            return Err(missing(
-                "model",
-                DEFAULT_BASE,
-                "after scripts/fetch-model.sh",
-            ));
-        }
-        self.base = Some(PathBuf::from(DEFAULT_BASE));
-        if self.rl.is_none() && self.rl_lora.is_none() {
-            if !std::path::Path::new(DEFAULT_RL_LORA).exists() {
+        if self.base.is_none() {
+            let missing = |what: &str, path: &str, how: &str| {
+                anyhow::anyhow!(
+                    "no --base given, and the default {what} {path} is not in {}\nhint: pass --base FILE (and --rl or --rl-lora), or run from the dlogp checkout {how}",
+                    std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| "the working directory".into())
+                )
+            };
+            if !Path::new(DEFAULT_BASE).exists() {
                 return Err(missing(
-                    "adapter",
-                    DEFAULT_RL_LORA,
-                    "(it is committed there)",
+                    "model",
+                    DEFAULT_BASE,
+                    "after scripts/fetch-model.sh",
                 ));
             }
-            tracing::info!("using the default pair: {DEFAULT_BASE} + {DEFAULT_RL_LORA}");
-            self.rl_lora = Some(PathBuf::from(DEFAULT_RL_LORA));
-        } else if self.rl_lora.is_none() && self.lora_scale != 1.0 {
+            self.base = Some(PathBuf::from(DEFAULT_BASE));
+            if self.rl.is_none() && self.rl_lora.is_none() {
+                if !Path::new(DEFAULT_RL_LORA).exists() {
+                    return Err(missing(
+                        "adapter",
+                        DEFAULT_RL_LORA,
+                        "(it is committed there)",
+                    ));
+                }
+                tracing::info!("using the default pair: {DEFAULT_BASE} + {DEFAULT_RL_LORA}");
+                self.rl_lora = Some(PathBuf::from(DEFAULT_RL_LORA));
+            }
+        }
+        if self.rl_lora.is_none() && self.lora_scale != 1.0 {
             anyhow::bail!("--lora-scale needs --rl-lora");
         }
         Ok(self)
     }
 
     /// The base model; [`PairArgs::resolve`] must have run.
-    pub fn base(&self) -> &std::path::Path {
+    pub fn base(&self) -> &Path {
         self.base
             .as_deref()
             .expect("PairArgs::resolve fills in the base model")

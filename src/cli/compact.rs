@@ -57,7 +57,6 @@ pub fn run(args: LoraCompactArgs) -> anyhow::Result<()> {
     let mut tensors = Vec::with_capacity(adapter.tensors.len());
     // Retained energy per projection kind (attn_q, ffn_up, ...): (sum, min, count).
     let mut by_kind: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
-    let (mut min_energy, mut sum_energy) = (1.0f64, 0.0f64);
     for t in &adapter.tensors {
         let c = compact_lora(t, f64::from(adapter.scale(t)), rank);
         let kind = split_block_name(&t.base_name)
@@ -67,28 +66,20 @@ pub fn run(args: LoraCompactArgs) -> anyhow::Result<()> {
         e.0 += c.retained_energy;
         e.1 = e.1.min(c.retained_energy);
         e.2 += 1;
-        min_energy = min_energy.min(c.retained_energy);
-        sum_energy += c.retained_energy;
         tensors.push(c.tensor);
     }
-    let mean_energy = sum_energy / tensors.len() as f64;
+    let min_energy = by_kind.values().map(|e| e.1).fold(1.0, f64::min);
+    let mean_energy = by_kind.values().map(|e| e.0).sum::<f64>() / tensors.len() as f64;
     let storage = match args.storage {
         StorageArg::F32 => GgmlType::F32,
         StorageArg::F16 => GgmlType::F16,
     };
-    // Keep the source's metadata (training settings, metrics), except what
-    // the writer sets and the layout keys that no longer apply.
-    let skip = [
-        "general.type",
-        "general.architecture",
-        "general.alignment",
-        "adapter.type",
-        "adapter.lora.alpha",
-    ];
+    // Keep the source's metadata (training settings, metrics); the writer
+    // sets the adapter layout keys itself, and the alignment is its default.
     let mut extra: Vec<(String, Value)> = adapter
         .metadata
         .iter()
-        .filter(|(k, _)| !skip.contains(&k.as_str()) && !k.starts_with("dlogp.compact."))
+        .filter(|(k, _)| k != "general.alignment")
         .cloned()
         .collect();
     extra.extend([

@@ -403,10 +403,7 @@ impl Bench {
             stats.push(s);
         }
         bar.finish_and_clear();
-        if let Some(j) = journal {
-            // the caller writes the outputs, then removes the journal
-            drop(j);
-        }
+        // the caller writes the outputs, then discards the journal
         Ok((rows, stats))
     }
 
@@ -577,12 +574,27 @@ fn progress_bar(total: usize, quiet: bool) -> ProgressBar {
     bar
 }
 
-pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(o) = &args.output {
-        if o.as_os_str() == "-" {
-            anyhow::bail!("--output needs a file (the run journals its progress beside it)");
+/// The journal beside `--output`: `None` without one; an error for stdout.
+pub fn journal_for(output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    match output {
+        Some(o) if o.as_os_str() == "-" => {
+            anyhow::bail!("--output needs a file (the run journals its progress beside it)")
         }
+        o => Ok(o.map(Journal::path_for)),
     }
+}
+
+/// Remove the journal once every output is written.
+pub fn discard_journal(journal: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = journal {
+        Journal::discard(path)
+            .with_context(|| format!("{}: could not remove the journal", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let journal = journal_for(args.output.as_deref())?;
     let bench = Bench::load(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
     let list = args.modes.clone().unwrap_or_else(|| {
         if bench.pair.is_some() {
@@ -592,7 +604,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     });
     let configs = bench.configs(&list, &args.sampling)?;
-    let journal = args.output.as_deref().map(Journal::path_for);
     let (rows, stats) = bench.run(&configs, journal.as_deref(), args.restart, args.quiet)?;
     let summary = bench.summary(&configs, &rows, &stats)?;
     if let Some(path) = &args.output {
@@ -603,12 +614,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
-    if let Some(path) = &journal {
-        if path.exists() {
-            std::fs::remove_file(path)
-                .with_context(|| format!("{}: could not remove the journal", path.display()))?;
-        }
-    }
+    discard_journal(journal.as_deref())?;
     print!("{}", markdown_table(&summary));
     if !args.quiet {
         eprintln!(

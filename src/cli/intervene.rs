@@ -12,10 +12,12 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{write_rows, Bench, DataArgs, NamedConfig, SamplingArgs};
+use super::eval::{
+    discard_journal, journal_for, write_rows, Bench, DataArgs, NamedConfig, SamplingArgs,
+};
 use crate::analysis::plot::{check_plot_path, LinePlot, RefLine, Series};
 use crate::decode::{ConfigSpec, Mode};
-use crate::eval::{ConfigSummary, Journal};
+use crate::eval::ConfigSummary;
 use crate::io::{write_atomic, Output};
 use crate::sampler::{Criterion, TokenMetrics};
 
@@ -262,11 +264,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             anyhow::bail!("invalid --ratios value {r}: must be in (0, 1)");
         }
     }
-    if let Some(o) = &args.output {
-        if o.as_os_str() == "-" {
-            anyhow::bail!("--output needs a file (the run journals its progress beside it)");
-        }
-    }
+    let journal = journal_for(args.output.as_deref())?;
     let by_tau = !args.taus.is_empty();
     let taus = if by_tau {
         Some(parse_taus(&args.taus, &args.criteria)?)
@@ -318,7 +316,6 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             meta.push((*c, tau, target));
         }
     }
-    let journal = args.output.as_deref().map(Journal::path_for);
     let (rows, stats) = bench.run(&configs, journal.as_deref(), args.restart, args.quiet)?;
     let summary = bench.summary(&configs, &rows, &stats)?;
     let points: Vec<Point> = summary.configs[2..]
@@ -381,12 +378,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
-    if let Some(path) = &journal {
-        if path.exists() {
-            std::fs::remove_file(path)
-                .with_context(|| format!("{}: could not remove the journal", path.display()))?;
-        }
-    }
+    discard_journal(journal.as_deref())?;
     let k = summary.k;
     println!("| criterion | τ | target | replaced | Avg@{k} | Pass@{k} |\n|---|---:|---:|---:|---:|---:|");
     for (name, s) in [("base", base), ("rl", rl)] {

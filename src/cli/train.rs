@@ -12,9 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::args::ModelArgs;
 use crate::eval::dataset::{self, DatasetSpec, Preset};
 use crate::eval::tasks::{arith, Task, LEVELS};
-use crate::eval::verify::{
-    extract, is_equivalent, prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE,
-};
+use crate::eval::verify::{prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};
+use crate::eval::Grader;
 use crate::runtime::{Model, PromptFormat};
 use crate::train::config::ReweightKind;
 use crate::train::loss::ClipParams;
@@ -55,7 +54,7 @@ pub struct TrainArgs {
     pub raw: bool,
     /// How answers are pulled from responses, tried in order.
     #[arg(long, value_delimiter = ',', default_value = "boxed")]
-    pub extract: Vec<ExtractArg>,
+    pub extract: Vec<Extraction>,
 
     /// Optimizer steps (each: one rollout batch).
     #[arg(long, default_value_t = 100)]
@@ -157,24 +156,6 @@ pub struct TrainArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-/// An answer-extraction method on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExtractArg {
-    Boxed,
-    Gsm8k,
-    LastNumber,
-}
-
-impl From<ExtractArg> for Extraction {
-    fn from(e: ExtractArg) -> Self {
-        match e {
-            ExtractArg::Boxed => Extraction::Boxed,
-            ExtractArg::Gsm8k => Extraction::Gsm8k,
-            ExtractArg::LastNumber => Extraction::LastNumber,
-        }
-    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -315,7 +296,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if tasks.is_empty() {
         anyhow::bail!("the task set is empty");
     }
-    let methods: Vec<Extraction> = args.extract.iter().map(|&e| e.into()).collect();
+    let grader = Grader {
+        methods: args.extract.clone(),
+    };
     let prompts = tokenize(&args, &tasks)?;
     let workers = match args.train_threads {
         Some(0) => anyhow::bail!("invalid --train-threads: must be at least 1"),
@@ -359,9 +342,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("{}: could not open", metrics_path.display()))?;
-    let verify = |task: usize, r: &Rollout| {
-        extract(&r.text, &methods).is_some_and(|a| is_equivalent(&a, &tasks[task].answer))
-    };
+    let verify = |task: usize, r: &Rollout| grader.grade(&r.text, &tasks[task].answer).1;
     let bar = progress_bar(args.steps, trainer.steps_done(), args.quiet);
     while !trainer.finished() {
         let m = trainer.step(&verify)?;
@@ -383,9 +364,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             trainer.save_checkpoint(&checkpoint).with_context(|| {
                 format!("{}: could not save the checkpoint", checkpoint.display())
             })?;
-            trainer
-                .write_adapter(&args.out)
-                .with_context(|| format!("{}: could not write the adapter", args.out.display()))?;
+            if !trainer.finished() {
+                // the final adapter is written once, after the loop
+                trainer.write_adapter(&args.out).with_context(|| {
+                    format!("{}: could not write the adapter", args.out.display())
+                })?;
+            }
         }
     }
     bar.finish_and_clear();

@@ -152,13 +152,16 @@ impl Journal {
             })
     }
 
-    /// Removes the journal once the complete output is written.
-    pub fn remove(self) -> Result<(), JournalError> {
-        drop(self.file);
-        std::fs::remove_file(&self.path).map_err(|source| JournalError::Io {
-            path: self.path,
-            source,
-        })
+    /// Removes the journal at `path` (if any) once the complete output is
+    /// written; the `Journal` writing it must be gone.
+    pub fn discard(path: &Path) -> Result<(), JournalError> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -218,8 +221,10 @@ mod tests {
         drop(j);
         let (j, rows) = Journal::open(&path, &settings, false).unwrap();
         assert_eq!(rows, (0..4).map(row).collect::<Vec<_>>());
-        j.remove().unwrap();
+        drop(j);
+        Journal::discard(&path).unwrap();
         assert!(!path.exists());
+        Journal::discard(&path).unwrap(); // already gone: fine
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::metrics::{summarize, MetricError};
 use super::tasks::Task;
 use super::verify::{extract, is_equivalent, Extraction};
 use crate::decode::{
-    ConfigSpec, DecodeConfig, DecodeError, Engine, EngineOptions, Finish, Generation, Mode, Request,
+    DecodeConfig, DecodeError, Engine, EngineOptions, Finish, Generation, Mode, Request,
 };
 use crate::runtime::{LlamaToken, Model, ModelPair};
 
@@ -158,12 +158,11 @@ pub fn summarize_config(
         });
     }
     let (avg_at_k, pass_at_k) = summarize(&counts, k)?;
-    let spec = ConfigSpec::of(cfg);
     let n_f = n.max(1) as f64;
     Ok(ConfigSummary {
         name: name.to_string(),
         mode: cfg.mode,
-        criterion: spec.criterion.map(|c| c.to_string()).unwrap_or_default(),
+        criterion: cfg.gate.criterion().to_string(),
         tau: cfg.gate.tau(),
         gamma: cfg.gamma,
         proposer: match cfg.proposer {

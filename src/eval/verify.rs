@@ -68,7 +68,7 @@ pub fn prompt_for(question: &str, template: &str) -> String {
 }
 
 /// How to pull the final answer out of a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Extraction {
     /// The last `\boxed{...}` (or `\fbox{...}`).

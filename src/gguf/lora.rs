@@ -100,13 +100,21 @@ pub fn lora_adapter_writer_as(
             reason: format!("cannot store an adapter as {storage}; use F32 or F16"),
         });
     }
+    let layout = [
+        ("general.type", Value::string("adapter")),
+        ("general.architecture", Value::string(architecture)),
+        ("adapter.type", Value::string("lora")),
+        ("adapter.lora.alpha", Value::F32(alpha)),
+    ];
     let mut w = GgufWriter::new();
-    w.set("general.type", Value::string("adapter"))
-        .set("general.architecture", Value::string(architecture))
-        .set("adapter.type", Value::string("lora"))
-        .set("adapter.lora.alpha", Value::F32(alpha));
+    for (k, v) in &layout {
+        w.set(*k, v.clone());
+    }
+    // Extra metadata never overrides the layout keys above.
     for (k, v) in extra_metadata {
-        w.set(k.clone(), v.clone());
+        if !layout.iter().any(|(l, _)| l == k) {
+            w.set(k.clone(), v.clone());
+        }
     }
     for t in tensors {
         t.check()?;

@@ -495,6 +495,60 @@ fn lora_adapter_file_layout() {
 }
 
 #[test]
+fn lora_adapter_reads_back_f16_and_alpha_zero() {
+    let dir = temp_dir("lora-read");
+    let path = dir.join("a.gguf");
+    // values exact in F16
+    let t = LoraTensor {
+        base_name: "blk.1.ffn_up.weight".into(),
+        n_in: 3,
+        n_out: 2,
+        rank: 2,
+        a: vec![1.0, -2.0, 0.5, 0.25, 3.0, -1.5],
+        b: vec![0.125, -4.0, 2.0, 1.0],
+    };
+    // a layout key among the extras does not override the writer's own
+    let extra = [
+        ("adapter.lora.alpha".to_string(), Value::F32(7.0)),
+        ("general.name".to_string(), Value::string("x")),
+    ];
+    lora_adapter_writer_as(
+        "llama",
+        0.0,
+        std::slice::from_ref(&t),
+        &extra,
+        GgmlType::F16,
+    )
+    .unwrap()
+    .write(&path)
+    .unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    assert!(f.tensors.iter().all(|t| t.ggml_type == GgmlType::F16));
+    let ad = LoraAdapter::read(&path).unwrap();
+    assert_eq!(ad.architecture, "llama");
+    // alpha 0 means scale 1 to llama.cpp
+    assert_eq!(ad.alpha, None);
+    assert_eq!(ad.scale(&ad.tensors[0]), 1.0);
+    assert_eq!(ad.tensors, vec![t.clone()]);
+    assert!(ad
+        .metadata
+        .iter()
+        .any(|(k, v)| k == "general.name" && *v == Value::string("x")));
+
+    // with alpha 8 at rank 2 the scale is 4
+    write_lora_adapter(&path, "llama", 8.0, std::slice::from_ref(&t), &[]).unwrap();
+    let ad = LoraAdapter::read(&path).unwrap();
+    assert_eq!((ad.alpha, ad.scale(&ad.tensors[0])), (Some(8.0), 4.0));
+
+    // a model is not an adapter
+    let model = dir.join("m.gguf");
+    std::fs::write(&model, &fixture_bytes().unwrap()[0]).unwrap();
+    let e = LoraAdapter::read(&model).unwrap_err();
+    assert!(matches!(e, GgufError::NotLoraAdapter { .. }), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn lora_for_tiny_model() {
     let m = tiny_model();
     let ts = lora_for_model(&m, &["attn_q", "attn_v", "ffn_up"], 4, LoraInit::Zero, 3).unwrap();

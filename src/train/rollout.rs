@@ -39,27 +39,12 @@ pub struct RolloutOptions {
 /// model plus the adapter at `adapter`. The random key of sample `g` of a
 /// prompt is `key · group_size + g`, so a prompt's samples depend only on the
 /// seed, its key and the adapter, never on scheduling. Returns one group per
-/// prompt, samples in order.
+/// prompt, samples in order. `pair` is the policy: see [`load_policy`].
 pub fn sample_groups(
-    base: &Path,
-    adapter: &Path,
+    pair: &ModelPair,
     prompts: &[(usize, &[u32], u64)],
     opts: &RolloutOptions,
 ) -> Result<Vec<Vec<Rollout>>, TrainError> {
-    let spec = PairSpec {
-        base: base.to_path_buf(),
-        rl: RlSource::Lora {
-            path: adapter.to_path_buf(),
-            scale: 1.0,
-        },
-    };
-    let t0 = std::time::Instant::now();
-    let pair = ModelPair::load(&spec, &LoadOptions::default())?;
-    tracing::debug!(
-        "rollouts: loaded {} + adapter in {:.2} s",
-        base.display(),
-        t0.elapsed().as_secs_f64()
-    );
     let g = opts.group_size.max(1);
     let mut requests = Vec::with_capacity(prompts.len() * g);
     for &(_, prompt, key) in prompts {
@@ -94,7 +79,7 @@ pub fn sample_groups(
         n_ctx: (longest + opts.max_tokens + 1).div_ceil(256) as u32 * 256,
         threads: opts.threads,
     };
-    let mut engine = Engine::for_pair(&pair, cfg, engine_opts)?;
+    let mut engine = Engine::for_pair(pair, cfg, engine_opts)?;
     let mut done: Vec<Option<Rollout>> = vec![None; requests.len()];
     engine.run(
         &requests,
@@ -126,4 +111,24 @@ pub fn sample_groups(
         })?);
     }
     Ok(groups)
+}
+
+/// The current policy for rollouts: `base` with the adapter at `adapter`
+/// (loaded once per step and shared by every draw of that step).
+pub fn load_policy(base: &Path, adapter: &Path) -> Result<ModelPair, TrainError> {
+    let spec = PairSpec {
+        base: base.to_path_buf(),
+        rl: RlSource::Lora {
+            path: adapter.to_path_buf(),
+            scale: 1.0,
+        },
+    };
+    let t0 = std::time::Instant::now();
+    let pair = ModelPair::load(&spec, &LoadOptions::default())?;
+    tracing::debug!(
+        "rollouts: loaded {} + adapter in {:.2} s",
+        base.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(pair)
 }

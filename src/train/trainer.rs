@@ -25,7 +25,7 @@ use super::loss::{
 };
 use super::model::Policy;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
-use super::rollout::{sample_groups, Rollout, RolloutOptions};
+use super::rollout::{load_policy, sample_groups, Rollout, RolloutOptions};
 use super::TrainError;
 use crate::gguf::{GgufFile, GgufWriter, LoraTensor, Value};
 
@@ -146,12 +146,9 @@ impl StepMetrics {
 /// A reward verdict for one response: `true` if correct.
 pub type Verifier<'a> = dyn Fn(usize, &Rollout) -> bool + 'a;
 
-/// Deterministic 64-bit mixing (SplitMix64's finaliser).
+/// Deterministic 64-bit mixing: one SplitMix64 step from state `z`.
 fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::gguf::rng::splitmix64(&mut z)
 }
 
 /// The task index of prompt draw `j`: each epoch visits every task once, in
@@ -424,6 +421,7 @@ impl Trainer {
         let t0 = Instant::now();
         let adapter = self.scratch.path().join("current.gguf");
         self.policy.write_adapter(&adapter, &[])?;
+        let pair = load_policy(&self.base, &adapter)?;
         let opts = RolloutOptions {
             group_size: s.group_size,
             max_tokens: s.max_tokens,
@@ -445,7 +443,7 @@ impl Trainer {
                     (task, self.prompts[task].as_slice(), j)
                 })
                 .collect();
-            let groups = sample_groups(&self.base, &adapter, &draws, &opts)?;
+            let groups = sample_groups(&pair, &draws, &opts)?;
             self.cursor += need;
             for group in groups {
                 let correct: Vec<bool> = group.iter().map(|r| verify(r.task, r)).collect();
@@ -466,6 +464,7 @@ impl Trainer {
                 }
             }
         }
+        drop(pair); // free llama.cpp's model and contexts before the updates
         m.rollout_s = t0.elapsed().as_secs_f64();
         m.rollout_tokens = len_sum;
         m.rollout_tok_s = len_sum as f64 / m.rollout_s.max(1e-9);

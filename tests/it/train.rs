@@ -480,7 +480,28 @@ mod run {
             let m = &metrics[0];
             match reweight {
                 // mean 1 within each group
-                Reweight::Ppl { .. } => assert!((m.reweight_mean - 1.0).abs() < 0.05, "{m:?}"),
+                Reweight::Ppl { .. } => {
+                    assert!((m.reweight_mean - 1.0).abs() < 0.05, "{m:?}");
+                    // The same first rollouts without weights give another
+                    // loss: the weights are applied (a mean of 1 alone would
+                    // also hold with no reweighting at all).
+                    let mut plain = Trainer::new(
+                        &path,
+                        prompts.clone(),
+                        settings(8, Reweight::None),
+                        &Device::Cpu,
+                    )
+                    .unwrap();
+                    let m0 = &run(&mut plain, &set, 1)[0];
+                    assert_eq!(m0.rollout_tokens, m.rollout_tokens, "same rollouts");
+                    assert_eq!(m0.reweight_mean, 1.0);
+                    assert!(
+                        (m0.loss - m.loss).abs() > 1e-6,
+                        "ppl weights must change the loss: {} vs {}",
+                        m0.loss,
+                        m.loss
+                    );
+                }
                 _ => assert!(m.reweight_mean < 1.0 && m.reweight_mean > 0.5, "{m:?}"),
             }
             if updates > 1 {
