@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     dlogp::cli::init_logging(cli.verbose);
     match dlogp::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if dlogp::cli::is_broken_pipe(&err) => {
+            dlogp::io::remove_live_temps();
+            ExitCode::from(dlogp::cli::BROKEN_PIPE_EXIT as u8)
+        }
         Err(err) => {
             dlogp::cli::report_error(&err);
             ExitCode::FAILURE

@@ -39,6 +39,7 @@ pub fn run(args: LoraCompactArgs) -> anyhow::Result<()> {
     if !args.lora.exists() {
         anyhow::bail!("{}: no such file", args.lora.display());
     }
+    crate::io::ensure_distinct(&[&args.out], &[&args.lora])?;
     let adapter = LoraAdapter::read(&args.lora)?;
     let source_rank = adapter.tensors.iter().map(|t| t.rank).max().unwrap_or(0);
     let rank = args.rank.unwrap_or(source_rank);

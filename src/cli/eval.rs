@@ -19,7 +19,7 @@ use crate::eval::{
     markdown_table, prompt_for, summarize_config, DatasetSpec, EvalSummary, Evaluator, Extraction,
     Grader, Journal, Preset, RunStats, SampleKey, SampleRow, Task, DEFAULT_PROMPT_TEMPLATE,
 };
-use crate::io::{write_atomic, Output};
+use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 use crate::runtime::{Model, ModelPair, PromptFormat};
 use crate::sampler::{Criterion, Gate, SamplingParams};
 
@@ -63,10 +63,14 @@ impl DataArgs {
         if let Some(a) = &self.answer_field {
             spec.answer_field = a.clone();
         }
-        let name = self.data.display().to_string();
-        let file = File::open(&self.data)
-            .with_context(|| format!("{name}: could not open the dataset"))?;
-        let mut tasks = crate::eval::load(BufReader::new(file), &name, &spec)?;
+        let name = self.source_name();
+        let mut tasks = if is_std_stream(&self.data) {
+            crate::eval::load(std::io::stdin().lock(), &name, &spec)?
+        } else {
+            let file = File::open(&self.data)
+                .with_context(|| format!("{name}: could not open the dataset"))?;
+            crate::eval::load(BufReader::new(file), &name, &spec)?
+        };
         if let Some(n) = self.limit {
             if n == 0 {
                 anyhow::bail!("invalid --limit: must be at least 1");
@@ -74,6 +78,15 @@ impl DataArgs {
             tasks.truncate(n);
         }
         Ok(tasks)
+    }
+
+    /// The dataset's name in messages: its path, or `<stdin>` for `-`.
+    pub fn source_name(&self) -> String {
+        if is_std_stream(&self.data) {
+            "<stdin>".to_string()
+        } else {
+            self.data.display().to_string()
+        }
     }
 
     pub fn grader(&self) -> Grader {
@@ -129,6 +142,24 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The configuration a bare mode name resolves against.
     pub fn defaults(&self, mode: Mode) -> anyhow::Result<DecodeConfig> {
+        if !(1..=256).contains(&self.sequences) {
+            anyhow::bail!(
+                "invalid --sequences {}: must be between 1 and 256 (llama.cpp's limit)",
+                self.sequences
+            );
+        }
+        if self.max_tokens == 0 {
+            anyhow::bail!("invalid --max-tokens: must be at least 1");
+        }
+        if self.draft == Some(0) {
+            anyhow::bail!("invalid --draft 0: must be at least 1 (1 decodes in lockstep)");
+        }
+        if let Some(i) = self.stop.iter().position(String::is_empty) {
+            anyhow::bail!(
+                "invalid --stop \"\" (stop string {}): an empty stop string would end every response at once",
+                i + 1
+            );
+        }
         let gate = Gate::new(self.criterion, self.tau)?;
         let sampling = SamplingParams {
             temperature: self.temperature,
@@ -211,15 +242,6 @@ impl Bench {
         if k == 0 {
             anyhow::bail!("invalid -k: must be at least 1");
         }
-        if !(1..=256).contains(&sampling.sequences) {
-            anyhow::bail!(
-                "invalid --sequences {}: must be between 1 and 256",
-                sampling.sequences
-            );
-        }
-        if sampling.max_tokens == 0 {
-            anyhow::bail!("invalid --max-tokens: must be at least 1");
-        }
         sampling.defaults(Mode::Base)?;
         let tasks = data.load()?;
         let threads = model_args.threads()?;
@@ -237,12 +259,20 @@ impl Bench {
             .as_ref()
             .map_or_else(|| single.as_ref().expect("loaded"), ModelPair::base);
         let format = PromptFormat::for_model(model, data.raw)?;
+        let data_name = data.source_name();
+        let label = |t: &Task| format!("{data_name} (id {})", t.id);
+        // the largest context this run can have, to refuse huge prompts by bytes
+        let max_ctx = match (model_args.ctx_size, model.n_ctx_train()) {
+            (Some(_), train) => model_args.ctx_size(train)? as usize,
+            (None, 0) => u32::MAX as usize,
+            (None, train) => train as usize,
+        };
         let mut prompts = Vec::with_capacity(tasks.len());
         for t in &tasks {
             let text = format
                 .user_prompt(&prompt_for(&t.question, &data.template))
-                .map_err(|e| anyhow::anyhow!("problem `{}`: {e}", t.id))?;
-            prompts.push(format.tokenize_prompt(model, &text));
+                .map_err(|e| anyhow::anyhow!("{}: {e}", label(t)))?;
+            prompts.push(format.tokenize_prompt_within(model, &text, max_ctx, &label(t))?);
         }
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
         let n_ctx = match model_args.ctx_size {
@@ -256,6 +286,17 @@ impl Bench {
                 }
             }
         };
+        // every prompt must leave room for a token, before any journal exists
+        for (t, p) in tasks.iter().zip(&prompts) {
+            if p.len() + 1 > n_ctx as usize {
+                return Err(crate::runtime::RuntimeError::PromptTooLong {
+                    row: label(t),
+                    n_tokens: p.len().to_string(),
+                    n_ctx: n_ctx as usize,
+                }
+                .into());
+            }
+        }
         let n_seq = sampling.sequences;
         let options = EngineOptions {
             max_tokens: sampling.max_tokens,
@@ -403,6 +444,18 @@ impl Bench {
             stats.push(s);
         }
         bar.finish_and_clear();
+        // One order whether resumed or not (configuration, problem, sample),
+        // so the summary's sums add up in the same order.
+        rows.sort_by_key(|r| {
+            (
+                configs
+                    .iter()
+                    .position(|c| c.name == r.config)
+                    .unwrap_or(usize::MAX),
+                index.get(r.id.as_str()).copied().unwrap_or(usize::MAX),
+                r.sample,
+            )
+        });
         // the caller writes the outputs, then discards the journal
         Ok((rows, stats))
     }
@@ -593,8 +646,45 @@ pub fn discard_journal(journal: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Check before any work (and before a journal exists) that each output can
+/// be created: its directory exists, and it is none of `inputs` nor another
+/// output.
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> anyhow::Result<()> {
+    ensure_distinct(outputs, inputs)?;
+    for out in outputs {
+        if is_std_stream(out) {
+            continue;
+        }
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{}: the directory {} does not exist\nhint: create it first (mkdir -p {})",
+                out.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+        if out.is_dir() {
+            anyhow::bail!("{}: is a directory, not a file", out.display());
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let journal = journal_for(args.output.as_deref())?;
+    let outputs: Vec<&Path> = [
+        args.output.as_deref(),
+        args.summary.as_deref(),
+        journal.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
     let bench = Bench::load(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
     let list = args.modes.clone().unwrap_or_else(|| {
         if bench.pair.is_some() {

@@ -67,6 +67,7 @@ pub fn run_lora_init(args: LoraInitArgs) -> anyhow::Result<()> {
     if !(args.std.is_finite() && args.std >= 0.0) {
         anyhow::bail!("invalid --std: must be a non-negative number");
     }
+    crate::io::ensure_distinct(&[&args.out], &[&args.base])?;
     let base = GgufFile::open(&args.base)?;
     let Some(arch) = base.architecture() else {
         anyhow::bail!(

@@ -1,7 +1,6 @@
 //! `dlogp generate`: selective replace / extrapolation decoding.
 
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,7 +12,7 @@ use serde_json::Value;
 use super::args::{ModelArgs, PairArgs};
 use super::eval::SamplingArgs;
 use crate::decode::{Engine, EngineOptions, Generation, Mode, Request};
-use crate::io::{read_rows, InputRow, Output, RowBody};
+use crate::io::{ensure_distinct, read_rows_from, InputRow, Output, RowBody};
 use crate::runtime::{Model, ModelPair, PromptFormat};
 
 #[derive(Debug, Args)]
@@ -74,32 +73,46 @@ struct TraceRow<'a> {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let rows: Vec<InputRow> = match (&args.prompt, &args.input) {
-        (Some(p), None) => vec![InputRow {
-            id: Value::from(1),
-            line: 1,
-            body: RowBody::Completion {
-                prompt: p.clone(),
-                response: None,
-            },
-        }],
-        (None, Some(path)) if path.as_os_str() == "-" => read_rows(std::io::stdin().lock(), "<stdin>")?,
-        (None, Some(path)) => {
-            let name = path.display().to_string();
-            let file = File::open(path).with_context(|| format!("{name}: could not open the input"))?;
-            read_rows(BufReader::new(file), &name)?
-        }
-        _ => anyhow::bail!("give a prompt, or --input FILE\nhint: dlogp generate --base model.gguf \"What is 2 + 3?\""),
-    };
+    let mut outputs = vec![args.output.as_path()];
+    outputs.extend(args.trace.as_deref());
+    let extra: Vec<&std::path::Path> = args.input.as_deref().into_iter().collect();
+    ensure_distinct(&outputs, &args.pair.inputs_and(&extra))?;
     if args.samples == 0 {
         anyhow::bail!("invalid --samples: must be at least 1");
     }
-    if !(1..=256).contains(&args.sampling.sequences) {
-        anyhow::bail!(
-            "invalid --sequences {}: must be between 1 and 256",
-            args.sampling.sequences
-        );
-    }
+    let (rows, source_name): (Vec<InputRow>, String) = match (&args.prompt, &args.input) {
+        (Some(p), None) => {
+            // `-`: the prompt is stdin, whole
+            let (prompt, name) = if p == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                    .context("<stdin>: could not read the prompt (is it UTF-8?)")?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                let text = text.strip_suffix('\r').unwrap_or(text).to_string();
+                (text, "<stdin>")
+            } else {
+                (p.clone(), "the prompt")
+            };
+            let row = InputRow {
+                id: Value::from(1),
+                line: 1,
+                body: RowBody::Completion {
+                    prompt,
+                    response: None,
+                },
+            };
+            (vec![row], name.to_string())
+        }
+        (None, Some(path)) => {
+            let name = if path.as_os_str() == "-" {
+                "<stdin>".to_string()
+            } else {
+                path.display().to_string()
+            };
+            (read_rows_from(path)?, name)
+        }
+        _ => anyhow::bail!("give a prompt, or --input FILE\nhint: dlogp generate --base model.gguf \"What is 2 + 3?\""),
+    };
     let spec = args.pair.spec();
     let mode = args.mode.unwrap_or(if spec.is_some() {
         Mode::Extrapolate
@@ -128,14 +141,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .map_or_else(|| single.as_ref().expect("loaded"), ModelPair::base);
 
     let format = PromptFormat::for_model(model, args.raw)?;
+    let n_ctx = args.model.ctx_size(model.n_ctx_train())?;
     let mut requests = Vec::with_capacity(rows.len() * args.samples);
     for (i, row) in rows.iter().enumerate() {
+        let label = if args.prompt.is_some() {
+            source_name.clone()
+        } else {
+            format!("{source_name}:{} (id {})", row.line, row.id)
+        };
         let text = match &row.body {
             RowBody::Completion { prompt, .. } => format.user_prompt(prompt),
             RowBody::Chat { messages } => format.chat_prompt(messages),
         }
-        .map_err(|e| anyhow::anyhow!("row {} (id {}): {e}", row.line, row.id))?;
-        let prompt = format.tokenize_prompt(model, &text);
+        .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        let prompt = format.tokenize_prompt_within(model, &text, n_ctx as usize, &label)?;
         for s in 0..args.samples {
             requests.push(Request {
                 key: (i * args.samples + s) as u64,
@@ -152,7 +171,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             .draft
             .unwrap_or(if n_seq == 1 { 1 } else { 4 }),
         n_seq,
-        n_ctx: args.model.ctx_size(model.n_ctx_train())?,
+        n_ctx,
         threads,
     };
     let mut engine = match &pair {
@@ -167,59 +186,59 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         Some(Output::create(&args.output)?)
     };
     let mut trace = args.trace.as_ref().map(|p| Output::create(p)).transpose()?;
-    let mut done: Vec<Option<Generation>> = vec![None; requests.len()];
     let start = Instant::now();
     let mut stdout = std::io::stdout();
-    engine.run(
+    // Rows are written in request order as soon as every earlier one is done,
+    // so a reader sees them early and a closed stdout ends the run early.
+    let mut done: Vec<Option<Generation>> = vec![None; requests.len()];
+    let mut next = 0;
+    let (mut n_tokens, mut n_fired, mut n_positions) = (0usize, 0usize, 0usize);
+    let mut write_error: Option<std::io::Error> = None;
+    let result = engine.run(
         &requests,
         |_, text| {
             if stream {
-                let _ = stdout.write_all(text.as_bytes());
-                let _ = stdout.flush();
+                if let Err(e) = stdout
+                    .write_all(text.as_bytes())
+                    .and_then(|_| stdout.flush())
+                {
+                    super::exit_if_broken_pipe(&e);
+                }
             }
         },
         |g| {
             let i = g.request;
             done[i] = Some(g);
+            while let Some(g) = done.get(next).and_then(Option::as_ref) {
+                let row = &rows[next / args.samples];
+                let sample = next % args.samples;
+                n_tokens += g.tokens.len();
+                n_positions += g.trace.len();
+                n_fired += g.trace.iter().filter(|t| t.gate).count();
+                if let Err(e) = write_generation(out.as_mut(), trace.as_mut(), row, sample, g) {
+                    super::exit_if_broken_pipe(&e);
+                    write_error = Some(e);
+                    return Err(crate::decode::DecodeError::Invalid(
+                        "could not write the output".to_string(),
+                    ));
+                }
+                done[next] = None;
+                next += 1;
+            }
             Ok(())
         },
-    )?;
+    );
+    if let Some(e) = write_error {
+        return Err(
+            anyhow::Error::new(e).context(format!("{}: could not write", args.output.display()))
+        );
+    }
+    result?;
     let elapsed = start.elapsed().as_secs_f64();
     if stream {
-        println_stdout(&mut stdout)?;
-    }
-    let (mut n_tokens, mut n_fired, mut n_positions) = (0usize, 0usize, 0usize);
-    for (k, g) in done.iter().enumerate() {
-        let Some(g) = g else { continue };
-        let row = &rows[k / args.samples];
-        let sample = k % args.samples;
-        n_tokens += g.tokens.len();
-        n_positions += g.trace.len();
-        n_fired += g.trace.iter().filter(|t| t.gate).count();
-        if let Some(out) = &mut out {
-            let line = serde_json::to_string(&SampleRow {
-                id: &row.id,
-                sample,
-                text: &g.text,
-                n_tokens: g.tokens.len(),
-                replacement_ratio: g.replacement_ratio(),
-                finish: g.finish,
-            })?;
-            writeln!(out, "{line}")?;
-        }
-        if let Some(trace) = &mut trace {
-            for t in &g.trace {
-                let line = serde_json::to_string(&TraceRow {
-                    id: &row.id,
-                    sample,
-                    position: t.position,
-                    proposed: t.proposed,
-                    chosen: t.chosen,
-                    gate: t.gate,
-                    dlogp: t.dlogp,
-                })?;
-                writeln!(trace, "{line}")?;
-            }
+        if let Err(e) = println_stdout(&mut stdout) {
+            super::exit_if_broken_pipe(&e);
+            return Err(e.into());
         }
     }
     if let Some(out) = out {
@@ -233,11 +252,55 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     if !args.quiet {
         eprintln!(
-            "{} generations, {n_tokens} tokens in {elapsed:.2} s ({:.1} tokens/s), replacement ratio {:.2}%",
+            "{} {}, {n_tokens} tokens in {elapsed:.2} s ({:.1} tokens/s), replacement ratio {:.2}%",
             requests.len(),
+            if requests.len() == 1 {
+                "generation"
+            } else {
+                "generations"
+            },
             n_tokens as f64 / elapsed.max(1e-9),
             100.0 * n_fired as f64 / n_positions.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+/// Write one finished sample's row and trace lines.
+fn write_generation(
+    out: Option<&mut Output>,
+    trace: Option<&mut Output>,
+    row: &InputRow,
+    sample: usize,
+    g: &Generation,
+) -> std::io::Result<()> {
+    if let Some(out) = out {
+        let line = serde_json::to_string(&SampleRow {
+            id: &row.id,
+            sample,
+            text: &g.text,
+            n_tokens: g.tokens.len(),
+            replacement_ratio: g.replacement_ratio(),
+            finish: g.finish,
+        })?;
+        writeln!(out, "{line}")?;
+        if matches!(out, Output::Stdout(_)) {
+            out.flush()?;
+        }
+    }
+    if let Some(trace) = trace {
+        for t in &g.trace {
+            let line = serde_json::to_string(&TraceRow {
+                id: &row.id,
+                sample,
+                position: t.position,
+                proposed: t.proposed,
+                chosen: t.chosen,
+                gate: t.gate,
+                dlogp: t.dlogp,
+            })?;
+            writeln!(trace, "{line}")?;
+        }
     }
     Ok(())
 }

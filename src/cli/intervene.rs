@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{
-    discard_journal, journal_for, write_rows, Bench, DataArgs, NamedConfig, SamplingArgs,
+    check_outputs, discard_journal, journal_for, write_rows, Bench, DataArgs, NamedConfig,
+    SamplingArgs,
 };
 use crate::analysis::plot::{check_plot_path, LinePlot, RefLine, Series};
 use crate::decode::{ConfigSpec, Mode};
@@ -265,6 +266,17 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
         }
     }
     let journal = journal_for(args.output.as_deref())?;
+    let outputs: Vec<&std::path::Path> = [
+        args.output.as_deref(),
+        args.csv.as_deref(),
+        args.json.as_deref(),
+        args.plot.as_deref(),
+        journal.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
     let by_tau = !args.taus.is_empty();
     let taus = if by_tau {
         Some(parse_taus(&args.taus, &args.criteria)?)

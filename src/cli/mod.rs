@@ -110,6 +110,27 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// A write to a closed stdout (`dlogp … | head`) ends the run at once,
+/// quietly, with 141 (128 + SIGPIPE), as a process killed by SIGPIPE would;
+/// temporary outputs are removed first.
+pub(crate) fn exit_if_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        crate::io::remove_live_temps();
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+}
+
+/// The exit code of a run whose reader went away.
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Whether `err` comes from writing to a closed pipe.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Print an error and its causes the way users read them.
 pub fn report_error(err: &anyhow::Error) {
     eprintln!("error: {err}");

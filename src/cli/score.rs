@@ -1,7 +1,6 @@
 //! `dlogp score`: per-token metrics of a pair on given responses.
 
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
 use crate::analysis::ScoreSummary;
-use crate::io::{read_rows, write_atomic, InputRow, Output};
+use crate::io::{ensure_distinct, read_rows_from, write_atomic, InputRow, Output, RowBody};
 use crate::runtime::{
     Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
 };
@@ -104,14 +103,11 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             args.sequences
         );
     }
+    let mut outputs = vec![args.output.as_path()];
+    outputs.extend(args.summary.as_deref());
+    ensure_distinct(&outputs, &args.pair.inputs_and(&[&args.input]))?;
     let source_name = args.input.display().to_string();
-    let rows = if args.input.as_os_str() == "-" {
-        read_rows(std::io::stdin().lock(), "<stdin>")?
-    } else {
-        let file = File::open(&args.input)
-            .with_context(|| format!("{source_name}: could not open the input"))?;
-        read_rows(BufReader::new(file), &source_name)?
-    };
+    let rows = read_rows_from(&args.input)?;
 
     let threads = args.model.threads()?;
     let load = args.model.load_options();
@@ -209,9 +205,6 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 }
 
 fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Result<ScoreOptions> {
-    if args.model.batch_size == 0 {
-        anyhow::bail!("invalid --batch-size: must be at least 1");
-    }
     let overlap = match args.overlap {
         OverlapArg::Sequential => Overlap::Sequential,
         OverlapArg::Concurrent => Overlap::Concurrent,
@@ -244,6 +237,23 @@ fn sequences(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let label = format!("{source_name}:{} (id {})", row.line, row.id);
+        // a row too long by its bytes alone fails before it is tokenized
+        let (prompt_bytes, all_bytes) = match &row.body {
+            RowBody::Completion { prompt, response } => (
+                prompt.len(),
+                prompt.len() + response.as_ref().map_or(0, String::len),
+            ),
+            RowBody::Chat { messages } => {
+                let all: usize = messages.iter().map(|m| m.content.len()).sum();
+                (all - messages.last().map_or(0, |m| m.content.len()), all)
+            }
+        };
+        let bytes = if args.truncate {
+            prompt_bytes
+        } else {
+            all_bytes
+        };
+        format.check_bytes(bytes, n_ctx, &label)?;
         let mut seq = format.score_sequence(model, &row.body, label)?;
         let len = seq.prompt.len() + seq.response.len();
         if len > n_ctx && args.truncate && seq.prompt.len() < n_ctx {
@@ -287,6 +297,8 @@ fn progress_bar(sequences: &[ScoreSequence], quiet: bool) -> ProgressBar {
 fn write_record(out: &mut Output, record: &impl Serialize) -> Result<(), RuntimeError> {
     let mut line = serde_json::to_vec(record).map_err(|e| RuntimeError::Output(e.to_string()))?;
     line.push(b'\n');
-    out.write_all(&line)
-        .map_err(|e| RuntimeError::Output(format!("could not write the output: {e}")))
+    out.write_all(&line).map_err(|e| {
+        super::exit_if_broken_pipe(&e);
+        RuntimeError::Output(format!("could not write the output: {e}"))
+    })
 }

@@ -302,7 +302,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let prompts = tokenize(&args, &tasks)?;
     let workers = match args.train_threads {
         Some(0) => anyhow::bail!("invalid --train-threads: must be at least 1"),
-        Some(n) => n,
+        Some(n) => super::args::clamp_threads(n, "--train-threads"),
         None => crate::runtime::default_threads(),
     };
     let device = default_device();
@@ -314,6 +314,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .metrics
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".metrics.jsonl"));
+    let mut inputs: Vec<&std::path::Path> = vec![&args.base];
+    inputs.extend(args.data.as_deref());
+    super::eval::check_outputs(&[&args.out, &checkpoint, &metrics_path], &inputs)?;
     let mut trainer = if args.resume {
         if !checkpoint.exists() {
             anyhow::bail!(

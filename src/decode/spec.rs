@@ -172,18 +172,27 @@ impl ConfigSpec {
 
 /// Parses a comma-separated list of specs (`base,rl,extrapolate:gamma=0.2`).
 pub fn parse_specs(list: &str) -> Result<Vec<ConfigSpec>, SpecError> {
-    let specs: Vec<ConfigSpec> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
-    if specs.is_empty() {
+    if list.trim().is_empty() {
         return Err(SpecError {
             spec: list.to_string(),
             reason: "no configuration given".to_string(),
         });
     }
+    let specs: Vec<ConfigSpec> = list
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, s)| {
+            if s.is_empty() {
+                Err(SpecError {
+                    spec: list.to_string(),
+                    reason: format!("entry {} is empty (a stray comma?)", i + 1),
+                })
+            } else {
+                s.parse()
+            }
+        })
+        .collect::<Result<_, _>>()?;
     for (i, s) in specs.iter().enumerate() {
         if specs[..i].iter().any(|t| t.name == s.name) {
             return Err(SpecError {
@@ -197,6 +206,18 @@ pub fn parse_specs(list: &str) -> Result<Vec<ConfigSpec>, SpecError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_entries_are_errors() {
+        for list in ["base,", ",base", "base,,rl", "", " "] {
+            let e = super::parse_specs(list).unwrap_err().to_string();
+            assert!(
+                e.contains("empty") || e.contains("no configuration"),
+                "{list:?}: {e}"
+            );
+        }
+        assert_eq!(super::parse_specs(" base , rl ").unwrap().len(), 2);
+    }
+
     use super::*;
 
     fn defaults() -> DecodeConfig {

@@ -84,6 +84,8 @@ impl Journal {
             .map_err(io)?;
         let mut rows = Vec::new();
         let mut good_len = 0u64;
+        // settings keys that differ from the journal's
+        let mut mismatch: Vec<String> = Vec::new();
         {
             let mut reader = BufReader::new(&mut file);
             let mut line = String::new();
@@ -110,13 +112,7 @@ impl Journal {
                     if header.get(MAGIC).is_none() {
                         return Err(corrupt("no journal header".to_string()));
                     }
-                    let keys = differing_keys(&header["settings"], settings);
-                    if !keys.is_empty() {
-                        return Err(JournalError::Mismatch {
-                            path: path.to_path_buf(),
-                            keys: keys.join(", "),
-                        });
-                    }
+                    mismatch = differing_keys(&header["settings"], settings);
                 } else {
                     let row: SampleRow =
                         serde_json::from_str(&line).map_err(|e| corrupt(e.to_string()))?;
@@ -125,9 +121,15 @@ impl Journal {
                 good_len += read as u64;
             }
         }
-        if good_len == 0 {
-            // not even a header: start over
+        if good_len == 0 || (rows.is_empty() && !mismatch.is_empty()) {
+            // not even a header, or no samples to lose: start over
             return Self::open(path, settings, true);
+        }
+        if !mismatch.is_empty() {
+            return Err(JournalError::Mismatch {
+                path: path.to_path_buf(),
+                keys: mismatch.join(", "),
+            });
         }
         file.set_len(good_len).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
@@ -241,6 +243,14 @@ mod tests {
         assert!(e.contains("(k, top_p)") && e.contains("--restart"), "{e}");
         let (_, rows) = Journal::open(&path, &json!({"k": 4}), true).unwrap();
         assert!(rows.is_empty());
+        // a journal without samples never blocks a run with other settings
+        let (_, rows) = Journal::open(&path, &json!({"k": 8}), false).unwrap();
+        assert!(rows.is_empty());
+        let header = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            header.contains("\"k\":8") && header.lines().count() == 1,
+            "{header}"
+        );
         let (_, rows) = Journal::open(&path, &json!({"k": 4}), false).unwrap();
         assert!(rows.is_empty());
     }

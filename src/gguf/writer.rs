@@ -1,9 +1,6 @@
 //! Building GGUF v3 files in memory and writing them atomically.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use super::error::GgufError;
 use super::f16::f32_to_f16;
@@ -226,41 +223,8 @@ fn put_value(out: &mut Vec<u8>, key: &str, value: &Value) -> Result<(), GgufErro
     Ok(())
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Write `bytes` to `path` via a synced temporary file and a rename.
+/// Write `bytes` to `path` through a synced temporary file and a rename
+/// (the one atomic writer of the crate, [`crate::io::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GgufError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out.gguf".to_string());
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f: File = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    match result {
-        Ok(()) => {
-            // Persist the rename itself; best effort (not all platforms allow it).
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(GgufError::io(path, e))
-        }
-    }
+    crate::io::write_atomic(path, bytes).map_err(|e| GgufError::io(path, e))
 }

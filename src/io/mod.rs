@@ -4,5 +4,8 @@
 mod output;
 mod rows;
 
-pub use output::{write_atomic, Output};
-pub use rows::{read_rows, InputRow, RowBody, RowsError};
+pub use output::{
+    ensure_distinct, is_std_stream, remove_live_temps, same_file, write_atomic, Output,
+    SameFileError,
+};
+pub use rows::{read_rows, read_rows_from, InputRow, RowBody, RowsError};

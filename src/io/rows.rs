@@ -1,6 +1,8 @@
 //! JSONL input rows: `{"id"?, "prompt", "response"}` or `{"id"?, "messages"}`.
 
+use std::collections::HashMap;
 use std::io::BufRead;
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -56,26 +58,58 @@ struct RawRow {
     messages: Option<Vec<ChatMessage>>,
 }
 
+/// Read JSONL rows from a file, or from stdin for `-`.
+pub fn read_rows_from(path: &Path) -> Result<Vec<InputRow>, RowsError> {
+    if crate::io::is_std_stream(path) {
+        return read_rows(std::io::stdin().lock(), "<stdin>");
+    }
+    let source_name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|error| RowsError::Io {
+        source_name: source_name.clone(),
+        error,
+    })?;
+    read_rows(std::io::BufReader::new(file), &source_name)
+}
+
 /// Read JSONL rows. Blank lines are skipped; any other line must be a JSON
 /// object of one of the two shapes. `source_name` names the input in errors.
-pub fn read_rows(reader: impl BufRead, source_name: &str) -> Result<Vec<InputRow>, RowsError> {
-    let mut rows = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|error| RowsError::Io {
-            source_name: source_name.to_string(),
-            error,
-        })?;
-        if line.trim().is_empty() {
-            continue;
+pub fn read_rows(mut reader: impl BufRead, source_name: &str) -> Result<Vec<InputRow>, RowsError> {
+    let mut rows: Vec<InputRow> = Vec::new();
+    // the first line of each id, to name both lines of a duplicate
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    let mut buf = Vec::new();
+    for line_no in 1.. {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|error| RowsError::Io {
+                source_name: source_name.to_string(),
+                error,
+            })?;
+        if read == 0 {
+            break;
         }
         let invalid = |reason: String| RowsError::Invalid {
             source_name: source_name.to_string(),
             line: line_no,
             reason,
         };
+        let mut bytes = buf.as_slice();
+        if line_no == 1 {
+            // a UTF-8 byte-order mark, as some editors write
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        let line = std::str::from_utf8(bytes).map_err(|e| {
+            invalid(format!(
+                "not valid UTF-8 (byte {} of the line)\nhint: convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8",
+                e.valid_up_to() + 1
+            ))
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
         let raw: RawRow =
-            serde_json::from_str(&line).map_err(|e| invalid(format!("invalid row: {e}")))?;
+            serde_json::from_str(line).map_err(|e| invalid(format!("invalid row: {e}")))?;
         let id = match raw.id {
             None | Some(Value::Null) => Value::from(line_no),
             Some(id @ (Value::String(_) | Value::Number(_))) => id,
@@ -114,6 +148,11 @@ pub fn read_rows(reader: impl BufRead, source_name: &str) -> Result<Vec<InputRow
                 ))
             }
         };
+        if let Some(first) = first_line.insert(id.to_string(), line_no) {
+            return Err(invalid(format!(
+                "duplicate id {id} (first on line {first})\nhint: ids must be unique; omit `id` to use line numbers"
+            )));
+        }
         rows.push(InputRow {
             id,
             line: line_no,
@@ -186,5 +225,35 @@ mod tests {
             assert!(msg.starts_with("rows.jsonl:1:"), "{msg}");
         }
         assert!(matches!(read("\n\n"), Err(RowsError::Empty { .. })));
+    }
+
+    #[test]
+    fn bom_invalid_utf8_and_duplicate_ids() {
+        let rows = read("\u{feff}{\"prompt\": \"a\"}\r\n{\"prompt\": \"b\"}\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].id, Value::from(1));
+
+        let bad = b"{\"prompt\": \"a\"}\n{\"prompt\": \"\xff\"}\n";
+        let msg = read_rows(&bad[..], "rows.jsonl").unwrap_err().to_string();
+        assert!(
+            msg.starts_with("rows.jsonl:2: not valid UTF-8 (byte 13"),
+            "{msg}"
+        );
+
+        let msg = read(concat!(
+            "{\"id\": \"q\", \"prompt\": \"a\"}\n",
+            "{\"id\": 2, \"prompt\": \"b\"}\n",
+            "{\"id\": \"q\", \"prompt\": \"c\"}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.starts_with("rows.jsonl:3: duplicate id \"q\" (first on line 1)"),
+            "{msg}"
+        );
+        // a string id "2" and a number id 2 are different ids
+        assert!(
+            read("{\"id\": \"2\", \"prompt\": \"a\"}\n{\"id\": 2, \"prompt\": \"b\"}\n").is_ok()
+        );
     }
 }

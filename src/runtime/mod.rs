@@ -73,6 +73,12 @@ pub enum RuntimeError {
         n_tokens: usize,
         n_ctx: usize,
     },
+    #[error("{row}: the prompt has {n_tokens} tokens, which leaves no room to generate in the context of {n_ctx}\nhint: raise --ctx-size, or shorten the prompt")]
+    PromptTooLong {
+        row: String,
+        n_tokens: String,
+        n_ctx: usize,
+    },
     #[error("{row}: {reason}")]
     Row { row: String, reason: String },
     #[error("llama.cpp failed to decode on the {model} model: {reason}")]

@@ -13,6 +13,29 @@ pub struct PromptFormat {
     bos: String,
     eos: String,
     add_bos: bool,
+    /// The longest token text in bytes: no token stands for more input
+    /// bytes, so a text of more than `n · max_token_bytes` bytes has more
+    /// than `n` tokens, known without tokenizing it.
+    max_token_bytes: usize,
+}
+
+/// The longest token text of `model`'s vocabulary, in bytes (at least 1;
+/// 64 when the GGUF has no token list, which llama.cpp would have refused).
+fn max_token_bytes(model: &Model) -> usize {
+    model
+        .header()
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.items
+                .iter()
+                .filter_map(|t| t.as_str())
+                .map(str::len)
+                .max()
+                .unwrap_or(1)
+        })
+        .unwrap_or(64)
+        .max(1)
 }
 
 impl PromptFormat {
@@ -39,6 +62,7 @@ impl PromptFormat {
             bos: model.special_text(vocab.bos()),
             eos: model.special_text(vocab.eos()),
             add_bos: vocab.should_add_bos(),
+            max_token_bytes: max_token_bytes(model),
         })
     }
 
@@ -82,6 +106,47 @@ impl PromptFormat {
     pub fn tokenize_prompt(&self, model: &Model, text: &str) -> Vec<super::LlamaToken> {
         let has_bos = !self.bos.is_empty() && text.starts_with(&self.bos);
         model.tokenize(text, self.add_bos && !has_bos)
+    }
+
+    /// Tokenize a prompt that must leave room for at least one new token in
+    /// a context of `n_ctx`. A text too long by its bytes alone is refused
+    /// before tokenizing (a 10 MB line would otherwise cost ~600 MB).
+    pub fn tokenize_prompt_within(
+        &self,
+        model: &Model,
+        text: &str,
+        n_ctx: usize,
+        label: &str,
+    ) -> Result<Vec<super::LlamaToken>, RuntimeError> {
+        self.check_bytes(text.len(), n_ctx, label)?;
+        let tokens = self.tokenize_prompt(model, text);
+        if tokens.len() + 1 > n_ctx {
+            return Err(RuntimeError::PromptTooLong {
+                row: label.to_string(),
+                n_tokens: tokens.len().to_string(),
+                n_ctx,
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// Refuse `n_bytes` of text that cannot fit `n_ctx` tokens whatever its
+    /// content.
+    pub fn check_bytes(
+        &self,
+        n_bytes: usize,
+        n_ctx: usize,
+        label: &str,
+    ) -> Result<(), RuntimeError> {
+        let cap = n_ctx.saturating_mul(self.max_token_bytes.max(1));
+        if n_bytes > cap {
+            return Err(RuntimeError::PromptTooLong {
+                row: label.to_string(),
+                n_tokens: format!("more than {n_ctx} (it is {n_bytes} bytes long)"),
+                n_ctx,
+            });
+        }
+        Ok(())
     }
 
     /// The prompt and the scored response of a row.
