@@ -5,6 +5,8 @@
 //! entropy and KL sums. Throughput is reported in positions per second.
 //! Run: `cargo bench --bench metrics`.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dlogp::sampler::token_metrics;
 

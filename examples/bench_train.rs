@@ -6,6 +6,8 @@
 //!
 //! Usage: bench_train MODEL [SEQ_LEN] [STEPS] [RANK] [THREADS]
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

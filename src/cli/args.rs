@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::decode::{ConfigError, ConfigPatch, DecodeConfig, Mode, Proposer};
 use crate::runtime::{default_threads, LoadOptions, PairSpec, RlSource};
+use crate::sampler::Criterion;
 
 /// Where models run.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +84,61 @@ pub fn clamp_threads(n: usize, flag: &str) -> usize {
     } else {
         n
     }
+}
+
+/// Decoding settings shared by every command that decodes: the paper's
+/// settings ([`DecodeConfig::default`]) unless given. The defaults in the
+/// help texts are checked against it by a test.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DecodeArgs {
+    /// Gate criterion of replace/extrapolate [default: dlogp].
+    #[arg(long, value_enum)]
+    pub criterion: Option<Criterion>,
+    /// Gate threshold τ [default: -0.3].
+    #[arg(long, allow_hyphen_values = true)]
+    pub tau: Option<f64>,
+    /// Extrapolation strength γ: π_X ∝ π_RL·exp(γ·Δlog p) [default: 0.1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub gamma: Option<f64>,
+    /// Who proposes in replace/extrapolate [default: base].
+    #[arg(long, value_enum)]
+    pub proposer: Option<Proposer>,
+    /// Sampling temperature [default: 1].
+    #[arg(long, visible_alias = "temp", allow_hyphen_values = true)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass, 1 = off [default: 0.7].
+    #[arg(long, allow_hyphen_values = true)]
+    pub top_p: Option<f64>,
+    /// Keep only the k most likely tokens, 0 = off [default: 0].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+}
+
+impl DecodeArgs {
+    /// The settings given on the command line.
+    pub fn patch(&self) -> ConfigPatch {
+        ConfigPatch {
+            criterion: self.criterion,
+            tau: self.tau,
+            gamma: self.gamma,
+            proposer: self.proposer,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            ..ConfigPatch::default()
+        }
+    }
+
+    /// The paper's settings in `mode` with `seed`, these flags on top.
+    pub fn resolve(&self, mode: Mode, seed: u64) -> anyhow::Result<DecodeConfig> {
+        let base = DecodeConfig::default().with_mode(mode).with_seed(seed);
+        self.patch().apply(&base).map_err(flag_error)
+    }
+}
+
+/// A configuration error in the CLI's words (`invalid --gamma: …`).
+pub fn flag_error(e: ConfigError) -> anyhow::Error {
+    anyhow::anyhow!(e.render(e.field.flag()))
 }
 
 /// The default base model, relative to the working directory (the dlogp
@@ -182,5 +239,60 @@ impl PairArgs {
             base: self.base().to_path_buf(),
             rl,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::defaults;
+
+    /// The defaults the help texts show are the configuration's.
+    #[test]
+    fn decode_flag_help_shows_the_paper_defaults() {
+        let cmd = DecodeArgs::augment_args(clap::Command::new("t"));
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        for (id, value) in [
+            ("criterion", defaults::CRITERION.to_string()),
+            ("tau", defaults::TAU.to_string()),
+            ("gamma", defaults::GAMMA.to_string()),
+            ("proposer", defaults::PROPOSER.name().to_string()),
+            ("temperature", defaults::TEMPERATURE.to_string()),
+            ("top_p", defaults::TOP_P.to_string()),
+            ("top_k", defaults::TOP_K.to_string()),
+        ] {
+            let h = help(id);
+            let h = h.trim_end_matches('.');
+            assert!(h.ends_with(&format!("[default: {value}]")), "{id}: {h}");
+        }
+        let d = DecodeArgs::default().resolve(Mode::Replace, 4).unwrap();
+        assert_eq!(
+            d,
+            DecodeConfig::default()
+                .with_mode(Mode::Replace)
+                .with_seed(4)
+        );
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let args = DecodeArgs {
+            gamma: Some(-1.0),
+            ..DecodeArgs::default()
+        };
+        let e = args.resolve(Mode::Extrapolate, 0).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --gamma: "), "{e}");
+        let args = DecodeArgs {
+            top_p: Some(0.0),
+            ..DecodeArgs::default()
+        };
+        let e = args.resolve(Mode::Base, 0).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --top-p: "), "{e}");
     }
 }

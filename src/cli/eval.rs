@@ -12,8 +12,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::args::{ModelArgs, PairArgs};
-use crate::decode::{parse_specs, DecodeConfig, EngineOptions, Mode, Proposer};
+use super::args::{DecodeArgs, ModelArgs, PairArgs};
+use crate::decode::{parse_specs, DecodeConfig, EngineOptions, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
     markdown_table, prompt_for, summarize_config, DatasetSpec, EvalSummary, Evaluator, Extraction,
@@ -21,7 +21,6 @@ use crate::eval::{
 };
 use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 use crate::runtime::{Model, ModelPair, PromptFormat};
-use crate::sampler::{Criterion, Gate, SamplingParams};
 
 /// The dataset and how problems become prompts and answers are graded.
 #[derive(Debug, Clone, Args)]
@@ -102,26 +101,9 @@ impl DataArgs {
 /// gate, γ, proposer and sampling in its name).
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
-    /// Default gate criterion for replace/extrapolate configurations.
-    #[arg(long, value_enum, default_value_t = Criterion::Dlogp)]
-    pub criterion: Criterion,
-    /// Default gate threshold τ.
-    #[arg(long, default_value_t = -0.3, allow_hyphen_values = true)]
-    pub tau: f64,
-    /// Default extrapolation strength γ.
-    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
-    pub gamma: f64,
-    /// Default proposer for replace/extrapolate.
-    #[arg(long, value_enum, default_value_t = Proposer::Base)]
-    pub proposer: Proposer,
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub temperature: f64,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = 0.7, allow_hyphen_values = true)]
-    pub top_p: f64,
-    /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    /// Defaults of every configuration (names in --modes override them).
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Tokens per response at most.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,
@@ -160,20 +142,7 @@ impl SamplingArgs {
                 i + 1
             );
         }
-        let gate = Gate::new(self.criterion, self.tau)?;
-        let sampling = SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-        };
-        Ok(DecodeConfig::new(
-            mode,
-            self.proposer,
-            gate,
-            self.gamma,
-            sampling,
-            self.seed,
-        )?)
+        self.decode.resolve(mode, self.seed)
     }
 }
 
@@ -278,8 +247,7 @@ impl Bench {
         let n_ctx = match model_args.ctx_size {
             Some(_) => model_args.ctx_size(model.n_ctx_train())?,
             None => {
-                let need = (longest + sampling.max_tokens + 1).div_ceil(256) * 256;
-                let need = u32::try_from(need).unwrap_or(u32::MAX);
+                let need = crate::runtime::padded_context(longest + sampling.max_tokens + 1);
                 match model.n_ctx_train() {
                     0 => need,
                     train => need.min(train),
@@ -301,7 +269,9 @@ impl Bench {
         let options = EngineOptions {
             max_tokens: sampling.max_tokens,
             stop: sampling.stop.clone(),
-            draft: sampling.draft.unwrap_or(if n_seq == 1 { 1 } else { 4 }),
+            draft: sampling
+                .draft
+                .unwrap_or_else(|| EngineOptions::default_draft(n_seq)),
             n_seq,
             n_ctx,
             threads,
@@ -323,11 +293,11 @@ impl Bench {
             "extraction": data.grader().methods,
             "k": k,
             "seed": sampling.seed,
-            "criterion": d.gate.criterion(),
-            "tau": d.gate.tau(),
-            "gamma": d.gamma,
-            "proposer": d.proposer,
-            "sampling": d.sampling,
+            "criterion": d.gate().criterion(),
+            "tau": d.gate().tau(),
+            "gamma": d.gamma(),
+            "proposer": d.proposer(),
+            "sampling": d.sampling(),
             "max_tokens": sampling.max_tokens,
             "stop": sampling.stop,
         });

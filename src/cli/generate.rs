@@ -120,7 +120,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         Mode::Base
     });
     let cfg = args.sampling.defaults(mode)?;
-    if let Some(w) = cfg.gate.warning() {
+    if let Some(w) = cfg.gate().warning() {
         tracing::warn!("{w}");
     }
     if spec.is_none() && cfg.needs_rl() {
@@ -169,7 +169,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         draft: args
             .sampling
             .draft
-            .unwrap_or(if n_seq == 1 { 1 } else { 4 }),
+            .unwrap_or_else(|| EngineOptions::default_draft(n_seq)),
         n_seq,
         n_ctx,
         threads,

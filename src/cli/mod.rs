@@ -1,6 +1,9 @@
 //! The `dlogp` command line: clap definitions and command glue. This is the
 //! only module that uses `anyhow` and draws progress bars.
 
+// The command line prints: data on stdout, people-facing text on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod analyze;
 mod args;
 mod compact;
@@ -133,8 +136,45 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Print an error and its causes the way users read them.
 pub fn report_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    for line in error_lines(err) {
+        eprintln!("{line}");
+    }
+}
+
+/// The lines of an error report: the error, then each cause that says
+/// something new (many errors already include their source's text, which
+/// would otherwise print twice).
+fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    let mut lines = vec![format!("error: {err}")];
+    let mut shown = err.to_string();
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+        }
+        shown = text;
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let with_text = anyhow::Error::new(io).context("x.jsonl: could not open: no such file");
+        assert_eq!(
+            super::error_lines(&with_text),
+            vec!["error: x.jsonl: could not open: no such file"]
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let plain = anyhow::Error::new(io).context("x.jsonl: could not open");
+        assert_eq!(
+            super::error_lines(&plain),
+            vec![
+                "error: x.jsonl: could not open",
+                "  caused by: no such file"
+            ]
+        );
     }
 }

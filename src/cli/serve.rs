@@ -4,10 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use clap::Args;
 
-use super::args::{ModelArgs, PairArgs};
-use crate::decode::{Mode, Proposer};
-use crate::sampler::Criterion;
-use crate::serve::{Preset, ServeOptions};
+use super::args::{DecodeArgs, ModelArgs, PairArgs};
+use crate::decode::Mode;
+use crate::serve::ServeOptions;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -20,7 +19,8 @@ pub struct ServeArgs {
     /// Requests decoded side by side (parallel sequences on one engine).
     #[arg(long, default_value_t = 4)]
     pub parallel: u32,
-    /// Requests that may wait for a free sequence; beyond that, 503.
+    /// Requests that may wait for a free sequence; beyond that, 503 (0: no
+    /// waiting, a request that finds every sequence busy gets 503 at once).
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
     /// Draft length K for speculative gating (1: lockstep, both models
@@ -32,22 +32,9 @@ pub struct ServeArgs {
     /// the `dlogp` body object).
     #[arg(long, value_enum, default_value_t = Mode::Extrapolate)]
     pub mode: Mode,
-    #[arg(long, value_enum, default_value_t = Proposer::Base)]
-    pub proposer: Proposer,
-    #[arg(long, value_enum, default_value_t = Criterion::Dlogp)]
-    pub criterion: Criterion,
-    #[arg(long, default_value_t = -0.3, allow_hyphen_values = true)]
-    pub tau: f64,
-    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
-    pub gamma: f64,
-    /// Default temperature (a request's `temperature` overrides it).
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub temperature: f64,
-    /// Default nucleus mass (a request's `top_p` overrides it).
-    #[arg(long, default_value_t = 0.7, allow_hyphen_values = true)]
-    pub top_p: f64,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    /// The server's decoding defaults (a request's fields override them).
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -71,6 +58,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     };
     let parallel = args.parallel;
+    let preset = args.decode.resolve(args.mode, 0)?;
+    if args.draft == 0 {
+        anyhow::bail!("invalid --draft 0: must be at least 1 (1 decodes in lockstep)");
+    }
+    if args.name.trim().is_empty() {
+        anyhow::bail!(
+            "invalid --name \"{}\": the default model name must not be empty",
+            args.name
+        );
+    }
+    if args.model.ctx_size == Some(0) {
+        anyhow::bail!("invalid --ctx-size 0: must be positive");
+    }
     let opts = ServeOptions {
         pair,
         load: args.model.load_options(),
@@ -83,16 +83,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         max_prompt_tokens: args.max_prompt_tokens,
         max_tokens: args.max_tokens_limit,
-        preset: Preset {
-            mode: args.mode,
-            criterion: args.criterion,
-            tau: args.tau,
-            gamma: args.gamma,
-            proposer: args.proposer,
-            temperature: args.temperature,
-            top_p: args.top_p,
-            top_k: args.top_k,
-        },
+        preset,
         name: args.name,
     };
     crate::serve::serve(opts)?;

@@ -20,6 +20,7 @@ use super::config::{DecodeConfig, Side};
 use super::job::{token_logprobs, Job, JobSource, Requests, TokenEvent};
 use super::par::par_map;
 use super::step::{self, Decision};
+use super::text::TextStream;
 use super::DecodeError;
 
 /// One prompt to continue; `key` identifies it in the random keys (use
@@ -91,6 +92,19 @@ pub struct EngineOptions {
     pub threads: usize,
 }
 
+impl EngineOptions {
+    /// The draft length when the user gives none: 1 (lockstep) for one
+    /// sequence, 4 for several side by side (measured with
+    /// scripts/bench-decode.sh on 2 cores).
+    pub fn default_draft(n_seq: u32) -> usize {
+        if n_seq <= 1 {
+            1
+        } else {
+            4
+        }
+    }
+}
+
 /// A position's full-vocabulary log-probs under one model, when evaluated.
 type LogProbs = Option<Vec<f64>>;
 
@@ -109,16 +123,12 @@ struct Slot {
     key: u64,
     cfg: DecodeConfig,
     max_tokens: usize,
-    stop: Vec<String>,
     logprobs: Option<usize>,
     prompt_len: usize,
     seq: u32,
     n_past: u32,
     gen: Vec<LlamaToken>,
-    text: String,
-    /// Bytes of a UTF-8 character split across tokens, not yet in `text`.
-    pending: Vec<u8>,
-    streamed: usize,
+    text: TextStream,
     trace: Vec<TraceEntry>,
     lp_base: Option<Vec<f64>>,
     lp_rl: Option<Vec<f64>>,
@@ -157,7 +167,7 @@ impl<'m> Engine<'m> {
         opts: EngineOptions,
     ) -> Result<Engine<'m>, DecodeError> {
         if cfg.needs_rl() {
-            return Err(DecodeError::NeedsRl(cfg.mode));
+            return Err(DecodeError::NeedsRl(cfg.mode()));
         }
         Self::build(model, None, cfg, opts)
     }
@@ -170,12 +180,12 @@ impl<'m> Engine<'m> {
     ) -> Result<Engine<'m>, DecodeError> {
         if opts.draft == 0 {
             return Err(DecodeError::Invalid(
-                "--draft must be at least 1".to_string(),
+                "the draft length must be at least 1".to_string(),
             ));
         }
         if opts.max_tokens == 0 {
             return Err(DecodeError::Invalid(
-                "--max-tokens must be at least 1".to_string(),
+                "max_tokens must be at least 1".to_string(),
             ));
         }
         let both = cfg.needs_base() && cfg.needs_rl();
@@ -183,7 +193,7 @@ impl<'m> Engine<'m> {
         if opts.draft > 1 && model.is_recurrent() {
             // A recurrent cache cannot drop rejected drafts.
             tracing::warn!(
-                "{}: recurrent model, decoding in lockstep (--draft 1)",
+                "{}: recurrent model, decoding in lockstep (draft length 1)",
                 model.path().display()
             );
             opts.draft = 1;
@@ -319,7 +329,7 @@ impl<'m> Engine<'m> {
                         Generation {
                             request: s.id as usize,
                             tokens: s.gen,
-                            text: s.text,
+                            text: s.text.into_text(),
                             trace: s.trace,
                             finish,
                         },
@@ -350,12 +360,12 @@ impl<'m> Engine<'m> {
             ));
         }
         if job.cfg.needs_rl() && self.rl.is_none() {
-            return Err(DecodeError::NeedsRl(job.cfg.mode));
+            return Err(DecodeError::NeedsRl(job.cfg.mode()));
         }
         if job.cfg.needs_base() && self.base.is_none() {
             return Err(DecodeError::Invalid(format!(
                 "mode `{:?}` needs the base model, which this engine does not evaluate",
-                job.cfg.mode
+                job.cfg.mode()
             )));
         }
         Ok(())
@@ -394,15 +404,12 @@ impl<'m> Engine<'m> {
             key,
             cfg,
             max_tokens,
-            stop,
             logprobs,
             prompt_len: prompt.len(),
             seq,
             n_past: 0,
             gen: Vec::new(),
-            text: String::new(),
-            pending: Vec::new(),
-            streamed: 0,
+            text: TextStream::new(stop),
             trace: Vec::new(),
             lp_base: None,
             lp_rl: None,
@@ -544,29 +551,11 @@ impl<'m> Engine<'m> {
         slot.trace.push(trace);
         let token = LlamaToken(d.chosen as i32);
         let eog = self.model.is_eog(token);
-        let max_stop = slot.stop.iter().map(String::len).max().unwrap_or(0);
         if eog {
             slot.finish = Some(Finish::Eog);
         } else {
             slot.gen.push(token);
-            slot.pending.extend(self.model.piece_bytes(token));
-            append_utf8(&mut slot.text, &mut slot.pending);
-            let mut search_from = slot.streamed.saturating_sub(max_stop);
-            while !slot.text.is_char_boundary(search_from) {
-                search_from -= 1;
-            }
-            if let Some(cut) = slot
-                .stop
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| {
-                    slot.text[search_from..]
-                        .find(s.as_str())
-                        .map(|i| search_from + i)
-                })
-                .min()
-            {
-                slot.text.truncate(cut);
+            if slot.text.push(&self.model.piece_bytes(token)) {
                 slot.finish = Some(Finish::Stop);
             } else if slot.gen.len() >= slot.max_tokens {
                 slot.finish = Some(Finish::Length);
@@ -576,17 +565,7 @@ impl<'m> Engine<'m> {
             }
         }
         // Stream what no stop string can still cut.
-        let safe = if slot.finish.is_some() {
-            slot.text.len()
-        } else {
-            let mut end = slot.text.len().saturating_sub(max_stop.saturating_sub(1));
-            while end > 0 && !slot.text.is_char_boundary(end) {
-                end -= 1;
-            }
-            end
-        };
-        let from = slot.streamed;
-        slot.streamed = safe.max(from);
+        let text = slot.text.release(slot.finish.is_some());
         let logprobs = match slot.logprobs {
             Some(n) => Some(token_logprobs(&slot.cfg, &d, lp_base, lp_rl, n)?),
             None => None,
@@ -600,7 +579,7 @@ impl<'m> Engine<'m> {
                 logprob_base: lp_base.map(|lp| lp[chosen]),
                 logprob_rl: lp_rl.map(|lp| lp[chosen]),
                 logprobs,
-                text: &slot.text[from..slot.streamed],
+                text,
             },
         );
         Ok(slot.finish.is_some())
@@ -842,59 +821,8 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// Move the complete UTF-8 prefix of `pending` into `text`, keeping an
-/// incomplete trailing character for the next token; invalid bytes become
-/// U+FFFD.
-fn append_utf8(text: &mut String, pending: &mut Vec<u8>) {
-    loop {
-        match std::str::from_utf8(pending) {
-            Ok(s) => {
-                text.push_str(s);
-                pending.clear();
-                return;
-            }
-            Err(e) => {
-                let valid = e.valid_up_to();
-                text.push_str(&String::from_utf8_lossy(&pending[..valid]));
-                match e.error_len() {
-                    // an incomplete character at the end: wait for more bytes
-                    None => {
-                        pending.drain(..valid);
-                        return;
-                    }
-                    Some(bad) => {
-                        text.push(char::REPLACEMENT_CHARACTER);
-                        pending.drain(..valid + bad);
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl From<RuntimeError> for DecodeError {
     fn from(e: RuntimeError) -> Self {
         DecodeError::Runtime(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::append_utf8;
-
-    #[test]
-    fn characters_split_across_tokens_are_joined() {
-        let (mut text, mut pending) = (String::new(), Vec::new());
-        let bytes = "a日é".as_bytes();
-        for b in bytes {
-            pending.push(*b);
-            append_utf8(&mut text, &mut pending);
-        }
-        assert_eq!(text, "a日é");
-        assert!(pending.is_empty());
-        pending.extend([0xff, b'x', 0xe6]);
-        append_utf8(&mut text, &mut pending);
-        assert_eq!(text, "a日é\u{fffd}x");
-        assert_eq!(pending, vec![0xe6]);
     }
 }

@@ -136,11 +136,11 @@ pub(crate) fn token_logprobs(
 ) -> Result<TokenLogprobs, DecodeError> {
     use std::borrow::Cow;
     let missing = || DecodeError::Numerics("missing log-probs".to_string());
-    let lp: Cow<'_, [f64]> = match (cfg.mode, d.fired) {
+    let lp: Cow<'_, [f64]> = match (cfg.mode(), d.fired) {
         (Mode::Global, _) | (Mode::Extrapolate, true) => {
             let (lb, lr) = (lp_base.ok_or_else(missing)?, lp_rl.ok_or_else(missing)?);
             let mut lp_x = vec![0.0; lr.len()];
-            extrapolate(lr, lb, cfg.gamma, &mut lp_x)?;
+            extrapolate(lr, lb, cfg.gamma(), &mut lp_x)?;
             Cow::Owned(lp_x)
         }
         (Mode::Replace, true) => Cow::Borrowed(lp_rl.ok_or_else(missing)?),

@@ -7,11 +7,16 @@ mod job;
 mod par;
 mod spec;
 pub mod step;
+mod text;
 
-pub use config::{DecodeConfig, Mode, Proposer, Side};
+pub use config::{
+    defaults, ConfigError, ConfigPatch, DecodeConfig, Field, Mode, Proposer, Side, SpecError,
+    MAX_GAMMA,
+};
 pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
 pub use job::{Job, JobSource, TokenEvent, TokenLogprobs};
-pub use spec::{parse_specs, ConfigSpec, SpecError};
+pub use spec::{parse_specs, ConfigSpec};
+pub use text::TextStream;
 
 use crate::runtime::RuntimeError;
 use crate::sampler::SamplerError;
@@ -23,11 +28,13 @@ pub enum DecodeError {
     Runtime(RuntimeError),
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    #[error("invalid {0}")]
+    Config(#[from] ConfigError),
     #[error("invalid option: {0}")]
     Invalid(String),
-    #[error("mode `{0:?}` needs an RL model\nhint: pass --rl or --rl-lora")]
+    #[error("mode `{}` needs an RL model", .0.name())]
     NeedsRl(Mode),
-    #[error("prompt {index} has {n_tokens} tokens, which leaves no room in the context of {n_ctx}\nhint: raise --ctx-size")]
+    #[error("prompt {index} has {n_tokens} tokens, which leaves no room to generate in the context of {n_ctx}")]
     PromptTooLong {
         index: usize,
         n_tokens: usize,

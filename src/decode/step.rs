@@ -24,8 +24,8 @@ pub struct Decision {
 
 /// The proposer's sample at `pos` of sequence `seq`.
 pub fn propose(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
-    let dist = Distribution::from_logprobs(lp, &cfg.sampling)?;
-    Ok(dist.sample(uniform(cfg.seed, seq, pos, Purpose::Propose)))
+    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    Ok(dist.sample(uniform(cfg.seed(), seq, pos, Purpose::Propose)))
 }
 
 /// The decision at one position given the proposal. `lp_base` / `lp_rl` are
@@ -38,7 +38,7 @@ pub fn decide(
     seq: u64,
     pos: u64,
 ) -> Result<Decision, DecodeError> {
-    let (lp_b, lp_r) = match (cfg.mode, lp_base, lp_rl) {
+    let (lp_b, lp_r) = match (cfg.mode(), lp_base, lp_rl) {
         (Mode::Base | Mode::Rl, _, _) => {
             return Ok(Decision {
                 proposed,
@@ -55,12 +55,12 @@ pub fn decide(
     };
     let t = proposed as usize;
     let dlogp = lp_r[t] - lp_b[t];
-    let fired = match cfg.mode {
+    let fired = match cfg.mode() {
         Mode::Global => true,
         _ => {
-            let input = gate_input(dlogp, lp_b, lp_r, cfg.gate.needs_distribution_metrics());
-            cfg.gate
-                .fires(&input, uniform(cfg.seed, seq, pos, Purpose::Gate))
+            let input = gate_input(dlogp, lp_b, lp_r, cfg.gate().needs_distribution_metrics());
+            cfg.gate()
+                .fires(&input, uniform(cfg.seed(), seq, pos, Purpose::Gate))
         }
     };
     if !fired {
@@ -71,15 +71,15 @@ pub fn decide(
             dlogp: Some(dlogp),
         });
     }
-    let chosen = match cfg.mode {
+    let chosen = match cfg.mode() {
         Mode::Replace => resample(cfg, lp_r, seq, pos)?,
         _ => {
             let mut lp_x = vec![0.0; lp_r.len()];
-            extrapolate(lp_r, lp_b, cfg.gamma, &mut lp_x)?;
+            extrapolate(lp_r, lp_b, cfg.gamma(), &mut lp_x)?;
             resample(cfg, &lp_x, seq, pos)?
         }
     };
-    if cfg.mode == Mode::Global {
+    if cfg.mode() == Mode::Global {
         // there is no proposal: report the sampled token's Δlog p
         let c = chosen as usize;
         return Ok(Decision {
@@ -159,13 +159,13 @@ fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
 /// an intervention sweep compares criteria on the same draws. The `dlogp`
 /// gate selects draws by the proposal, so it gets a fresh one.
 fn resample(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
-    let purpose = if cfg.mode == Mode::Global || !cfg.gate.reads_proposal() {
+    let purpose = if cfg.mode() == Mode::Global || !cfg.gate().reads_proposal() {
         Purpose::Propose
     } else {
         Purpose::Resample
     };
-    let dist = Distribution::from_logprobs(lp, &cfg.sampling)?;
-    Ok(dist.sample(uniform(cfg.seed, seq, pos, purpose)))
+    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    Ok(dist.sample(uniform(cfg.seed(), seq, pos, purpose)))
 }
 
 fn missing() -> DecodeError {

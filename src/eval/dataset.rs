@@ -71,6 +71,8 @@ impl From<Preset> for DatasetSpec {
 /// Why a dataset could not be loaded. Every row error names `source:line`.
 #[derive(Debug, Error)]
 pub enum DatasetError {
+    #[error("`{source_name}:{line}`: not valid UTF-8\nhint: convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")]
+    NotUtf8 { source_name: String, line: usize },
     #[error("`{source_name}:{line}`: could not read the line")]
     Io {
         source_name: String,
@@ -144,10 +146,19 @@ pub fn load(
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, text) in reader.lines().enumerate() {
         let line = index + 1;
-        let text = text.map_err(|source| DatasetError::Io {
-            source_name: source_name.to_owned(),
-            line,
-            source,
+        let text = text.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::InvalidData {
+                DatasetError::NotUtf8 {
+                    source_name: source_name.to_owned(),
+                    line,
+                }
+            } else {
+                DatasetError::Io {
+                    source_name: source_name.to_owned(),
+                    line,
+                    source,
+                }
+            }
         })?;
         let text = text.trim_start_matches('\u{feff}');
         if text.trim().is_empty() {
@@ -420,7 +431,7 @@ mod tests {
         let invalid_utf8: &[u8] = b"{\"question\": \"\xff\", \"answer\": \"1\"}";
         assert!(matches!(
             load(invalid_utf8, "bin.jsonl", &spec),
-            Err(DatasetError::Io { line: 1, .. })
+            Err(DatasetError::NotUtf8 { line: 1, .. })
         ));
     }
 
@@ -435,6 +446,15 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_names_the_line() {
+        let bad = b"{\"question\": \"a\", \"answer\": \"1\"}\n{\"question\": \"caf\xe9\", \"answer\": \"2\"}\n";
+        let e = load(&bad[..], "d.jsonl", &DatasetSpec::from(Preset::Arith))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("`d.jsonl:2`: not valid UTF-8"), "{e}");
+    }
+
+    #[test]
     fn preset_names() {
         assert_eq!(serde_json::to_string(&Preset::Gsm8k).unwrap(), "\"gsm8k\"");
         assert_eq!(Preset::from_str("math", false), Ok(Preset::Math));
@@ -442,6 +462,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)] // the skip note
     fn real_gsm8k_prefix() {
         let path = "/work/shared/data/gsm8k/train.jsonl";
         let Ok(file) = std::fs::File::open(path) else {

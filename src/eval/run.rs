@@ -161,11 +161,11 @@ pub fn summarize_config(
     let n_f = n.max(1) as f64;
     Ok(ConfigSummary {
         name: name.to_string(),
-        mode: cfg.mode,
-        criterion: cfg.gate.criterion().to_string(),
-        tau: cfg.gate.tau(),
-        gamma: cfg.gamma,
-        proposer: match cfg.proposer {
+        mode: cfg.mode(),
+        criterion: cfg.gate().criterion().to_string(),
+        tau: cfg.gate().tau(),
+        gamma: cfg.gamma(),
+        proposer: match cfg.proposer() {
             crate::decode::Proposer::Base => "base".to_string(),
             crate::decode::Proposer::Rl => "rl".to_string(),
         },

@@ -1,13 +1,7 @@
 //! A tiny deterministic RNG (SplitMix64 seeding, xoshiro256** stream,
 //! Box–Muller normals) so fixtures are byte-identical on every run.
 
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub(crate) use crate::sampler::rng::splitmix64;
 
 /// FNV-1a of a string, to derive per-tensor streams from one seed.
 pub(crate) fn hash_str(s: &str) -> u64 {

@@ -1,3 +1,4 @@
+#![allow(clippy::print_stderr)] // skip notes and timings
 //! Cross-cutting tests: round trips, hostile input, LoRA files, inspection,
 //! fixtures and the real SmolLM2 file when present.
 

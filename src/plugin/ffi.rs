@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use llama_cpp_sys_2 as sys;
 
 use super::base::BaseContext;
-use crate::decode::{step, DecodeConfig, Mode, Proposer};
+use crate::decode::{defaults, step, ConfigPatch, DecodeConfig, Mode, Proposer};
 use crate::runtime::{ContextOptions, LlamaToken, LoadOptions};
-use crate::sampler::{log_softmax, Criterion, Gate, SamplingParams};
+use crate::sampler::{log_softmax, Criterion};
 
 /// `dlogp_params.mode`: the base model alone.
 pub const DLOGP_MODE_BASE: i32 = 0;
@@ -167,12 +167,12 @@ pub extern "C" fn dlogp_params_default() -> dlogp_params {
         mode: DLOGP_MODE_EXTRAPOLATE,
         criterion: DLOGP_CRITERION_DLOGP,
         proposer: DLOGP_PROPOSER_BASE,
-        tau: -0.3,
-        gamma: 0.1,
-        temperature: 1.0,
-        top_p: 0.7,
-        top_k: 0,
-        seed: 0,
+        tau: defaults::TAU,
+        gamma: defaults::GAMMA,
+        temperature: defaults::TEMPERATURE,
+        top_p: defaults::TOP_P,
+        top_k: defaults::TOP_K as u32,
+        seed: defaults::SEED,
         key: 0,
         n_ctx: 4096,
         n_threads: 2,
@@ -187,7 +187,11 @@ fn config(p: &dlogp_params) -> Result<DecodeConfig, String> {
         DLOGP_MODE_REPLACE => Mode::Replace,
         DLOGP_MODE_EXTRAPOLATE => Mode::Extrapolate,
         DLOGP_MODE_GLOBAL => Mode::Global,
-        m => return Err(format!("invalid mode {m} (use a DLOGP_MODE_* constant)")),
+        m => {
+            return Err(format!(
+                "invalid params.mode: {m} (use a DLOGP_MODE_* constant)"
+            ))
+        }
     };
     let criterion = match p.criterion {
         DLOGP_CRITERION_DLOGP => Criterion::Dlogp,
@@ -201,7 +205,7 @@ fn config(p: &dlogp_params) -> Result<DecodeConfig, String> {
         DLOGP_CRITERION_ALWAYS => Criterion::Always,
         c => {
             return Err(format!(
-                "invalid criterion {c} (use a DLOGP_CRITERION_* constant)"
+                "invalid params.criterion: {c} (use a DLOGP_CRITERION_* constant)"
             ))
         }
     };
@@ -210,17 +214,24 @@ fn config(p: &dlogp_params) -> Result<DecodeConfig, String> {
         DLOGP_PROPOSER_RL => Proposer::Rl,
         x => {
             return Err(format!(
-                "invalid proposer {x} (use a DLOGP_PROPOSER_* constant)"
+                "invalid params.proposer: {x} (use a DLOGP_PROPOSER_* constant)"
             ))
         }
     };
-    let gate = Gate::new(criterion, p.tau).map_err(|e| e.to_string())?;
-    let sampling = SamplingParams {
-        temperature: p.temperature,
-        top_k: p.top_k as usize,
-        top_p: p.top_p,
+    let patch = ConfigPatch {
+        mode: Some(mode),
+        proposer: Some(proposer),
+        criterion: Some(criterion),
+        tau: Some(p.tau),
+        gamma: Some(p.gamma),
+        temperature: Some(p.temperature),
+        top_p: Some(p.top_p),
+        top_k: Some(p.top_k as usize),
+        seed: Some(p.seed),
     };
-    DecodeConfig::new(mode, proposer, gate, p.gamma, sampling, p.seed).map_err(|e| e.to_string())
+    patch
+        .apply(&DecodeConfig::default())
+        .map_err(|e| e.render(&format!("params.{}", e.field.key())))
 }
 
 /// A sampler that performs selective replace / extrapolation for a host
@@ -304,7 +315,7 @@ fn new_sampler(state: State) -> *mut sys::llama_sampler {
 ///
 /// # Safety
 /// `smpl` must be NULL or a live `llama_sampler`.
-unsafe fn state<'a>(smpl: *const sys::llama_sampler) -> Result<&'a mut State, String> {
+unsafe fn state_ptr(smpl: *const sys::llama_sampler) -> Result<*mut State, String> {
     if smpl.is_null() {
         return Err("sampler is NULL".to_string());
     }
@@ -315,9 +326,28 @@ unsafe fn state<'a>(smpl: *const sys::llama_sampler) -> Result<&'a mut State, St
             "not a dlogp sampler (use the pointer dlogp_sampler_init returned)".to_string(),
         );
     }
-    // SAFETY: our iface means ctx is the Box<State> made by new_sampler;
-    // llama.cpp calls a sampler from one thread at a time.
-    Ok(unsafe { &mut *s.ctx.cast::<State>() })
+    Ok(s.ctx.cast::<State>())
+}
+
+/// The sampler's state, shared: for callbacks and functions that take a
+/// `const llama_sampler *` and only read.
+///
+/// # Safety
+/// `smpl` must be NULL or a live `llama_sampler`.
+unsafe fn state<'a>(smpl: *const sys::llama_sampler) -> Result<&'a State, String> {
+    // SAFETY: state_ptr checked that ctx is the Box<State> new_sampler made.
+    unsafe { state_ptr(smpl) }.map(|p| unsafe { &*p })
+}
+
+/// The sampler's state, exclusive: only from a `llama_sampler *` the host
+/// handed over mutably.
+///
+/// # Safety
+/// `smpl` must be NULL or a live `llama_sampler`; llama.cpp calls a sampler
+/// from one thread at a time, so no other reference to the state is live.
+unsafe fn state_mut<'a>(smpl: *mut sys::llama_sampler) -> Result<&'a mut State, String> {
+    // SAFETY: as in `state`, and the caller holds the only pointer in use.
+    unsafe { state_ptr(smpl) }.map(|p| unsafe { &mut *p })
 }
 
 /// Feed the prompt (the same tokens the host decodes) to the base model,
@@ -335,7 +365,7 @@ pub unsafe extern "C" fn dlogp_sampler_feed_prompt(
 ) -> i32 {
     boundary(-1, || {
         // SAFETY: forwarded promise.
-        let st = unsafe { state(smpl) }?;
+        let st = unsafe { state_mut(smpl) }?;
         if n_tokens == 0 {
             return Err("the prompt is empty".to_string());
         }
@@ -428,7 +458,7 @@ unsafe extern "C" fn cb_apply(
         // SAFETY: as above.
         let data = unsafe { std::slice::from_raw_parts_mut(cur.data, cur.size) };
         // SAFETY: called by llama.cpp with the sampler it was registered on.
-        let st = match unsafe { state(smpl) } {
+        let st = match unsafe { state_mut(smpl) } {
             Ok(st) => st,
             Err(e) => {
                 select_argmax(cur, data);
@@ -503,7 +533,7 @@ fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32,
 unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_token) {
     boundary((), || {
         // SAFETY: called by llama.cpp with the sampler it was registered on.
-        let st = unsafe { state(smpl) }?;
+        let st = unsafe { state_mut(smpl) }?;
         if !st.ready {
             return Ok(());
         }
@@ -525,7 +555,7 @@ unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_
 unsafe extern "C" fn cb_reset(smpl: *mut sys::llama_sampler) {
     boundary((), || {
         // SAFETY: called by llama.cpp with the sampler it was registered on.
-        let st = unsafe { state(smpl) }?;
+        let st = unsafe { state_mut(smpl) }?;
         st.base.clear();
         st.ready = false;
         st.n_prompt = 0;
@@ -558,7 +588,7 @@ unsafe extern "C" fn cb_free(smpl: *mut sys::llama_sampler) {
     boundary((), || {
         // SAFETY: checked like every callback; after this llama.cpp deletes
         // the llama_sampler itself, so ctx is released exactly once.
-        unsafe { state(smpl) }?;
+        unsafe { state_mut(smpl) }?;
         // SAFETY: smpl is ours (checked above), ctx is the Box made by
         // new_sampler and nothing uses it after free.
         let boxed = unsafe { Box::from_raw((*smpl).ctx.cast::<State>()) };

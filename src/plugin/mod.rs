@@ -17,6 +17,9 @@
 //! Every exported function checks its pointers and catches panics; errors are
 //! reported through return values and [`dlogp_last_error`].
 
+// The C ABI: `#[no_mangle]` exports and raw pointers from the host.
+#![allow(unsafe_code)]
+
 mod base;
 mod ffi;
 

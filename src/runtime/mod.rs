@@ -25,6 +25,13 @@ pub use session::{decode_both, Feed, Session};
 
 use crate::gguf::GgufError;
 
+/// A context for `tokens` tokens, rounded up to a multiple of 256 as
+/// llama.cpp pads it (so a total that is not divisible by the sequence
+/// count is never rounded down below what a sequence needs).
+pub fn padded_context(tokens: usize) -> u32 {
+    u32::try_from(tokens.div_ceil(256) * 256).unwrap_or(u32::MAX)
+}
+
 /// Everything that can go wrong between dlogp and llama.cpp.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

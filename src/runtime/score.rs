@@ -74,7 +74,7 @@ impl ScoreOptions {
     /// cache is no larger than the work. Never grows either.
     pub fn fitted_to(mut self, rows: &[ScoreSequence]) -> ScoreOptions {
         let longest = rows.iter().map(ScoreSequence::len).max().unwrap_or(1);
-        let needed = u32::try_from(longest.div_ceil(256) * 256).unwrap_or(u32::MAX);
+        let needed = super::padded_context(longest);
         self.n_ctx = self.n_ctx.min(needed).max(1);
         self.n_seq = self
             .n_seq

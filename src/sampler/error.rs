@@ -1,6 +1,8 @@
 //! Errors from the decoding math: bad flags, bad log-prob vectors.
 //!
-//! Messages are lowercase and name the command-line flag a user would change.
+//! Messages are lowercase and name the setting (`gamma`, `top_p`); the edge
+//! that reports them (CLI flag, request field, plugin parameter) adds its own
+//! spelling of it.
 
 use thiserror::Error;
 
@@ -12,15 +14,15 @@ use super::metrics::Model;
 /// and [`Gate`](super::Gate).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum SamplerError {
-    #[error("--temperature must be > 0 and finite, got {value}")]
+    #[error("temperature must be > 0 and finite, got {value}")]
     Temperature { value: f64 },
-    #[error("--top-p must be in (0, 1], got {value}")]
+    #[error("top_p must be in (0, 1], got {value}")]
     TopP { value: f64 },
-    #[error("--gamma must be >= 0 and finite, got {value}")]
+    #[error("gamma must be >= 0 and finite, got {value}")]
     Gamma { value: f64 },
-    #[error("--tau must be finite for --criterion {criterion}, got {value}")]
+    #[error("tau must be finite for criterion {criterion}, got {value}")]
     TauNotFinite { criterion: Criterion, value: f64 },
-    #[error("--tau for --criterion random is a probability and must be in [0, 1], got {value}")]
+    #[error("tau for criterion random is a probability and must be in [0, 1], got {value}")]
     TauNotProbability { value: f64 },
     #[error("empty vocabulary: there are no log-probs to sample from")]
     EmptyVocab,
@@ -42,6 +44,6 @@ pub enum SamplerError {
     NoMass,
     #[error("no token has nonzero probability under both the RL and the base model")]
     NoCommonSupport,
-    #[error("the extrapolated log-weight at vocab index {index} overflowed with --gamma {gamma}")]
+    #[error("the extrapolated log-weight at vocab index {index} overflowed with gamma {gamma}")]
     ExtrapolationOverflow { index: usize, gamma: f64 },
 }

@@ -136,7 +136,7 @@ impl Gate {
     pub fn warning(&self) -> Option<String> {
         (self.criterion == Criterion::Dlogp && self.tau > 0.0).then(|| {
             format!(
-                "--tau {} > 0 with --criterion dlogp also replaces tokens the RL model \
+                "tau {} > 0 with criterion dlogp also replaces tokens the RL model \
                  promoted; the paper uses tau < 0 (e.g. -0.35)",
                 self.tau
             )
@@ -306,7 +306,7 @@ mod tests {
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "--tau for --criterion random is a probability and must be in [0, 1], got {tau}"
+                    "tau for criterion random is a probability and must be in [0, 1], got {tau}"
                 )
             );
         }
@@ -320,11 +320,11 @@ mod tests {
         let err = Gate::new(Criterion::Kl, f64::NEG_INFINITY).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--tau must be finite for --criterion kl, got -inf"
+            "tau must be finite for criterion kl, got -inf"
         );
         // Positive dlogp thresholds are allowed, with a warning.
         let g = Gate::new(Criterion::Dlogp, 0.2).unwrap();
-        assert!(g.warning().unwrap().contains("--tau 0.2 > 0"));
+        assert!(g.warning().unwrap().contains("tau 0.2 > 0"));
         assert!(Gate::new(Criterion::Dlogp, -0.3)
             .unwrap()
             .warning()

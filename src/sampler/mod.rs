@@ -16,7 +16,7 @@ mod error;
 mod exp;
 mod gate;
 pub mod metrics;
-mod rng;
+pub(crate) mod rng;
 mod transform;
 
 pub use metrics::{

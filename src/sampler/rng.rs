@@ -35,12 +35,22 @@ impl Purpose {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// The SplitMix64 / Stafford "mix13" finaliser: a bijection on `u64`.
+/// The SplitMix64 / Stafford "mix13" finaliser: a bijection on `u64`. The
+/// crate's one copy: the keyed draws, [`splitmix64`] (fixtures, task sets,
+/// the trainer's prompt order) and the server's fresh seeds use it.
 #[inline]
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// One step of SplitMix64: advance `state` by the golden gamma and return
+/// its mix.
+#[inline]
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(GOLDEN);
+    mix(*state)
 }
 
 /// The 64-bit hash of the tuple.

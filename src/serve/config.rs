@@ -1,50 +1,15 @@
-//! From what a request says to the [`DecodeConfig`] it runs with, in two
-//! stages: the server's defaults, then the model name's parameters
-//! (`extrapolate:gamma=0.1:tau=-0.3`), then the body's `"dlogp"` object, then
-//! the standard sampling fields; the result is validated once.
-
-use serde::{Deserialize, Serialize};
+//! From what a request says to the [`DecodeConfig`] it runs with: the
+//! server's defaults (the `dlogp serve` flags, validated at start-up), then
+//! the model name's parameters (`extrapolate:gamma=0.1:tau=-0.3`), then the
+//! standard sampling fields, then the body's `"dlogp"` object, each a
+//! [`ConfigPatch`]; the result is validated once, and an invalid setting is
+//! a 400 naming the request field that set it.
 
 use super::error::ApiError;
-use crate::decode::{ConfigSpec, DecodeConfig, Mode, Proposer};
-use crate::sampler::{Criterion, Gate, SamplingParams};
+use crate::decode::{ConfigError, ConfigPatch, DecodeConfig, Field, Mode};
 
-/// The `"dlogp"` body object, and what a model name's parameters set: every
-/// field optional, unknown fields rejected.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DlogpFields {
-    pub mode: Option<Mode>,
-    pub criterion: Option<Criterion>,
-    pub tau: Option<f64>,
-    pub gamma: Option<f64>,
-    pub proposer: Option<Proposer>,
-}
-
-impl DlogpFields {
-    /// Fields set in `other` override these.
-    fn merge(&mut self, other: &DlogpFields) {
-        self.mode = other.mode.or(self.mode);
-        self.criterion = other.criterion.or(self.criterion);
-        self.tau = other.tau.or(self.tau);
-        self.gamma = other.gamma.or(self.gamma);
-        self.proposer = other.proposer.or(self.proposer);
-    }
-}
-
-/// The server's decoding defaults (`dlogp serve` flags; the same defaults as
-/// `dlogp generate`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Preset {
-    pub mode: Mode,
-    pub criterion: Criterion,
-    pub tau: f64,
-    pub gamma: f64,
-    pub proposer: Proposer,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub top_k: usize,
-}
+/// The `"dlogp"` body object: any decoding setting, unknown keys rejected.
+pub type DlogpFields = ConfigPatch;
 
 /// The standard sampling fields of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -69,11 +34,11 @@ const NAME_HINT: &str = "GET /v1/models lists the names; a name is `dlogp` (the 
      `:key=value` parameters among gamma, tau, criterion and proposer, e.g. \
      `extrapolate:gamma=0.1:tau=-0.3`";
 
-/// Parse a model name into the fields it sets; `default_name` (e.g. `dlogp`)
-/// stands for the server's defaults. The syntax is [`ConfigSpec`]'s (the
-/// one `dlogp eval --modes` reads), limited to the keys of the `"dlogp"`
-/// object: the sampling fields come from the request body.
-pub fn parse_model_name(name: &str, default_name: &str) -> Result<DlogpFields, ApiError> {
+/// Parse a model name into the settings it gives; `default_name` (e.g.
+/// `dlogp`) stands for the server's defaults. The syntax is
+/// [`ConfigPatch`]'s (the one `dlogp eval --modes` reads), limited to the
+/// gate keys: the sampling fields come from the request body.
+pub fn parse_model_name(name: &str, default_name: &str) -> Result<ConfigPatch, ApiError> {
     let unknown = || ApiError::unknown_model(name, NAME_HINT);
     let (head, params) = match name.split_once(':') {
         Some((head, params)) => (head, Some(params)),
@@ -89,101 +54,110 @@ pub fn parse_model_name(name: &str, default_name: &str) -> Result<DlogpFields, A
     if !is_default && !MODES.iter().any(|(n, _)| *n == head) {
         return Err(unknown());
     }
-    let spec: ConfigSpec = text.parse().map_err(|_| unknown())?;
-    if spec.temperature.is_some() || spec.top_p.is_some() || spec.top_k.is_some() {
+    let mut patch: ConfigPatch = text.parse().map_err(|_| unknown())?;
+    let sampling = [Field::Temperature, Field::TopP, Field::TopK, Field::Seed];
+    if sampling.iter().any(|f| patch.sets(*f)) {
         return Err(unknown());
     }
-    Ok(DlogpFields {
-        mode: if is_default { None } else { spec.mode },
-        criterion: spec.criterion,
-        tau: spec.tau,
-        gamma: spec.gamma,
-        proposer: spec.proposer,
-    })
+    if is_default {
+        patch.mode = None;
+    }
+    Ok(patch)
 }
 
 /// The model names `/v1/models` lists.
-pub fn listed_names(default_name: &str, preset: &Preset) -> Vec<String> {
+pub fn listed_names(default_name: &str, preset: &DecodeConfig) -> Vec<String> {
     let mut names = vec![default_name.to_string()];
     names.extend(MODES.iter().map(|(n, _)| n.to_string()));
     names.push(format!(
         "extrapolate:gamma={}:tau={}",
-        preset.gamma, preset.tau
+        preset.gamma(),
+        preset.gate().tau()
     ));
-    names.push(format!("replace:tau={}", preset.tau));
+    names.push(format!("replace:tau={}", preset.gate().tau()));
     names
+}
+
+/// The request field an invalid `field` came from: the `dlogp` object's key
+/// when the body set it there, the standard field, or the model name.
+fn param_of(
+    field: Field,
+    from_name: &ConfigPatch,
+    from_fields: &ConfigPatch,
+    from_body: Option<&ConfigPatch>,
+) -> &'static str {
+    if from_body.is_some_and(|b| b.sets(field))
+        || !(from_fields.sets(field) || from_name.sets(field))
+    {
+        return match field {
+            Field::Mode => "dlogp.mode",
+            Field::Proposer => "dlogp.proposer",
+            Field::Criterion => "dlogp.criterion",
+            Field::Tau => "dlogp.tau",
+            Field::Gamma => "dlogp.gamma",
+            Field::Temperature => "dlogp.temperature",
+            Field::TopP => "dlogp.top_p",
+            Field::TopK => "dlogp.top_k",
+            Field::Seed => "dlogp.seed",
+        };
+    }
+    if from_fields.sets(field) {
+        return match field {
+            Field::Temperature => "temperature",
+            Field::TopP => "top_p",
+            Field::TopK => "top_k",
+            _ => "seed",
+        };
+    }
+    "model"
 }
 
 /// The resolved configuration of one request.
 pub fn resolve(
-    preset: &Preset,
-    from_name: &DlogpFields,
-    from_body: Option<&DlogpFields>,
+    preset: &DecodeConfig,
+    from_name: &ConfigPatch,
+    from_body: Option<&ConfigPatch>,
     sampling: &SamplingFields,
 ) -> Result<DecodeConfig, ApiError> {
-    let mut f = DlogpFields::default();
-    f.merge(from_name);
+    let mut fields = ConfigPatch {
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        top_k: sampling.top_k,
+        seed: Some(sampling.seed),
+        ..ConfigPatch::default()
+    };
+    if let Some(t) = sampling.temperature {
+        if !(t.is_finite() && (0.0..=100.0).contains(&t)) {
+            return Err(ApiError::invalid(
+                "temperature",
+                format!("temperature must be between 0 and 100, got {t}"),
+            ));
+        }
+        // temperature 0: greedy, as OpenAI means it
+        if t == 0.0 {
+            fields.temperature = Some(1.0);
+            fields.top_k = Some(1);
+        }
+    }
+    let mut patch = from_name.clone().merged(&fields);
     if let Some(body) = from_body {
-        f.merge(body);
+        patch = patch.merged(body);
     }
-    let mode = f.mode.unwrap_or(preset.mode);
-    let gate = Gate::new(
-        f.criterion.unwrap_or(preset.criterion),
-        f.tau.unwrap_or(preset.tau),
-    )
-    .map_err(|e| ApiError::invalid("dlogp.tau", e.to_string()))?;
-    let temperature = sampling.temperature.unwrap_or(preset.temperature);
-    if !(temperature.is_finite() && (0.0..=100.0).contains(&temperature)) {
-        return Err(ApiError::invalid(
-            "temperature",
-            format!("temperature must be between 0 and 100, got {temperature}"),
-        ));
-    }
-    // temperature 0: greedy, as OpenAI means it
-    let (temperature, top_k) = if temperature == 0.0 {
-        (1.0, 1)
-    } else {
-        (temperature, sampling.top_k.unwrap_or(preset.top_k))
-    };
-    let top_p = sampling.top_p.unwrap_or(preset.top_p);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid(
-            "top_p",
-            format!("top_p must be in (0, 1], got {top_p}"),
-        ));
-    }
-    let params = SamplingParams {
-        temperature,
-        top_k,
-        top_p,
-    };
-    let gamma = f.gamma.unwrap_or(preset.gamma);
-    DecodeConfig::new(
-        mode,
-        f.proposer.unwrap_or(preset.proposer),
-        gate,
-        gamma,
-        params,
-        sampling.seed,
-    )
-    .map_err(|e| ApiError::invalid("dlogp.gamma", e.to_string()))
+    patch.apply(preset).map_err(|e: ConfigError| {
+        let param = param_of(e.field, from_name, &fields, from_body);
+        ApiError::invalid(param, format!("invalid {param}: {}", e.reason))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn preset() -> Preset {
-        Preset {
-            mode: Mode::Extrapolate,
-            criterion: Criterion::Dlogp,
-            tau: -0.3,
-            gamma: 0.1,
-            proposer: Proposer::Base,
-            temperature: 1.0,
-            top_p: 0.7,
-            top_k: 0,
-        }
+    use crate::decode::Proposer;
+    use crate::sampler::Criterion;
+
+    fn preset() -> DecodeConfig {
+        DecodeConfig::default()
     }
 
     #[test]
@@ -234,12 +208,12 @@ mod tests {
             ..Default::default()
         };
         let cfg = resolve(&preset(), &name, Some(&body), &s).unwrap();
-        assert_eq!(cfg.mode, Mode::Replace);
-        assert_eq!(cfg.gate.tau(), -2.0);
-        assert_eq!(cfg.gamma, 0.2);
-        assert_eq!(cfg.sampling.temperature, 0.5);
-        assert_eq!(cfg.sampling.top_p, 0.7);
-        assert_eq!(cfg.seed, 9);
+        assert_eq!(cfg.mode(), Mode::Replace);
+        assert_eq!(cfg.gate().tau(), -2.0);
+        assert_eq!(cfg.gamma(), 0.2);
+        assert_eq!(cfg.sampling().temperature, 0.5);
+        assert_eq!(cfg.sampling().top_p, 0.7);
+        assert_eq!(cfg.seed(), 9);
         let d = resolve(
             &preset(),
             &DlogpFields::default(),
@@ -248,7 +222,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (d.mode, d.gamma, d.gate.tau()),
+            (d.mode(), d.gamma(), d.gate().tau()),
             (Mode::Extrapolate, 0.1, -0.3)
         );
     }
@@ -260,7 +234,7 @@ mod tests {
             ..Default::default()
         };
         let cfg = resolve(&preset(), &DlogpFields::default(), None, &s).unwrap();
-        assert_eq!((cfg.sampling.temperature, cfg.sampling.top_k), (1.0, 1));
+        assert_eq!((cfg.sampling().temperature, cfg.sampling().top_k), (1.0, 1));
         let bad_t = SamplingFields {
             temperature: Some(-1.0),
             ..Default::default()
@@ -285,5 +259,37 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.param, Some("dlogp.gamma"));
+        // a value that used to overflow at decode time is a 400 up front
+        let huge = DlogpFields {
+            mode: Some(Mode::Global),
+            gamma: Some(1e308),
+            ..Default::default()
+        };
+        let e = resolve(
+            &preset(),
+            &DlogpFields::default(),
+            Some(&huge),
+            &SamplingFields::default(),
+        )
+        .unwrap_err();
+        assert_eq!((e.status.as_u16(), e.param), (400, Some("dlogp.gamma")));
+        // the field that set a bad value is named: the model name, the body
+        let name = parse_model_name("replace:tau=2:criterion=random", "dlogp");
+        let e = resolve(&preset(), &name.unwrap(), None, &SamplingFields::default()).unwrap_err();
+        assert_eq!(e.param, Some("model"));
+        let body = DlogpFields {
+            tau: Some(f64::NAN),
+            ..Default::default()
+        };
+        let e = resolve(
+            &preset(),
+            &DlogpFields::default(),
+            Some(&body),
+            &SamplingFields::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.param, Some("dlogp.tau"));
+        assert!(!e.message.contains("--"), "{}", e.message);
     }
 }

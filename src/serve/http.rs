@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::api::{ChatRequest, Common, CompletionRequest, Prompt, Stop};
-use super::config::{self, Preset, SamplingFields};
+use super::config::{self, SamplingFields};
 use super::error::ApiError;
 use super::reply;
 use super::worker::{Permit, Stats, Submission};
@@ -44,7 +44,7 @@ pub struct AppState {
     pub pair: Arc<ModelPair>,
     pub chat: PromptFormat,
     pub raw: PromptFormat,
-    pub preset: Preset,
+    pub preset: crate::decode::DecodeConfig,
     pub limits: Limits,
     /// The model name that means "the server's defaults".
     pub default_name: String,
@@ -365,7 +365,8 @@ fn random_seed(salt: u64) -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    (nanos ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 1
+    let mut state = nanos ^ salt;
+    crate::sampler::rng::splitmix64(&mut state) >> 1
 }
 
 /// Queue the request; answer with JSON or a stream of events.

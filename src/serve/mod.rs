@@ -26,13 +26,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
-pub use config::{DlogpFields, Preset};
+pub use config::DlogpFields;
 pub use error::ApiError;
 pub use http::Limits;
 
 use crate::decode::{DecodeConfig, DecodeError, Engine, EngineOptions};
 use crate::runtime::{LoadOptions, ModelPair, PairSpec, PromptFormat, RuntimeError};
-use crate::sampler::{Gate, SamplerError, SamplingParams};
+use crate::sampler::SamplerError;
 
 /// Everything `dlogp serve` needs.
 #[derive(Debug, Clone)]
@@ -53,7 +53,8 @@ pub struct ServeOptions {
     /// `None`: the context size − 1.
     pub max_prompt_tokens: Option<usize>,
     pub max_tokens: usize,
-    pub preset: Preset,
+    /// The server's decoding defaults (requests override them).
+    pub preset: DecodeConfig,
     /// The model name for the server's defaults.
     pub name: String,
 }
@@ -94,20 +95,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             reason: "must be at least 1".to_string(),
         });
     }
-    // The preset must be valid on its own.
-    let gate = Gate::new(opts.preset.criterion, opts.preset.tau)?;
-    let preset_cfg = DecodeConfig::new(
-        opts.preset.mode,
-        opts.preset.proposer,
-        gate,
-        opts.preset.gamma,
-        SamplingParams {
-            temperature: opts.preset.temperature,
-            top_k: opts.preset.top_k,
-            top_p: opts.preset.top_p,
-        },
-        0,
-    )?;
+    let preset_cfg = opts.preset.clone();
     let pair = Arc::new(ModelPair::load(&opts.pair, &opts.load)?);
     let model = pair.base();
     let n_ctx = opts
@@ -132,8 +120,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         n_ctx,
         threads: opts.threads.max(1),
     };
-    let mut engine_cfg = preset_cfg;
-    engine_cfg.mode = crate::decode::Mode::Extrapolate;
+    let engine_cfg = preset_cfg
+        .clone()
+        .with_mode(crate::decode::Mode::Extrapolate);
     let thread_pair = Arc::clone(&pair);
     let thread_alive = Arc::clone(&alive);
     let stats = Arc::new(worker::Stats::default());

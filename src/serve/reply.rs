@@ -34,15 +34,15 @@ impl Reply {
     fn config_json(&self) -> Value {
         let c = &self.p.cfg;
         json!({
-            "mode": c.mode,
-            "criterion": c.gate.criterion(),
-            "tau": c.gate.tau(),
-            "gamma": c.gamma,
-            "proposer": c.proposer,
-            "temperature": c.sampling.temperature,
-            "top_p": c.sampling.top_p,
-            "top_k": c.sampling.top_k,
-            "seed": c.seed,
+            "mode": c.mode(),
+            "criterion": c.gate().criterion(),
+            "tau": c.gate().tau(),
+            "gamma": c.gamma(),
+            "proposer": c.proposer(),
+            "temperature": c.sampling().temperature,
+            "top_p": c.sampling().top_p,
+            "top_k": c.sampling().top_k,
+            "seed": c.seed(),
         })
     }
 

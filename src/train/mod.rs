@@ -99,6 +99,9 @@ pub fn init_threads(threads: usize) -> usize {
 /// fresh `mmap`s and hands them back on free, so each step paid for zeroed
 /// pages again (~6 % of a step in page faults). Keep freed memory in the
 /// heap instead: the largest mmap threshold glibc allows, and no trimming.
+// The one `unsafe` outside the plugin: glibc's allocator knobs have no safe
+// wrapper.
+#[allow(unsafe_code)]
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called before

@@ -68,15 +68,14 @@ pub fn sample_groups(
         0.0,
         sampling,
         opts.seed,
-    )?;
+    )
+    .map_err(crate::decode::DecodeError::from)?;
     let engine_opts = EngineOptions {
         max_tokens: opts.max_tokens,
         stop: Vec::new(),
         draft: 1,
         n_seq: opts.n_seq.clamp(1, requests.len().max(1) as u32),
-        // a multiple of 256: llama.cpp pads the context to that, and a total
-        // not divisible by the sequence count would be rounded down
-        n_ctx: (longest + opts.max_tokens + 1).div_ceil(256) as u32 * 256,
+        n_ctx: crate::runtime::padded_context(longest + opts.max_tokens + 1),
         threads: opts.threads,
     };
     let mut engine = Engine::for_pair(pair, cfg, engine_opts)?;

@@ -276,10 +276,12 @@ fn an_interrupted_eval_resumes_to_the_same_result() {
         without_timing(read_json(&b_sum))
     );
 
-    // a journal from other settings is refused, not mixed in
+    // a journal with samples from other settings is refused, not mixed in
+    let sample = std::fs::read_to_string(&b_rows).unwrap();
+    let sample = sample.lines().next().unwrap();
     std::fs::write(
         &journal,
-        "{\"dlogp_eval_journal\":1,\"settings\":{\"k\":9}}\n",
+        format!("{{\"dlogp_eval_journal\":1,\"settings\":{{\"k\":9}}}}\n{sample}\n"),
     )
     .unwrap();
     let out = dlogp(

@@ -208,9 +208,11 @@ fn serve_jobs_with_mixed_configs_equal_each_alone() {
             continue;
         }
         assert_eq!(
-            got.tokens, want.tokens,
+            got.tokens,
+            want.tokens,
             "job {} ({:?})",
-            job.id, job.cfg.mode
+            job.id,
+            job.cfg.mode()
         );
         // alone, a one-model mode evaluates one model only: no Δlog p there
         for (g, w) in got.trace.iter().zip(&want.trace) {

@@ -1,6 +1,9 @@
 //! Integration tests: real llama.cpp on committed fixtures (gguf/tiny-*.gguf)
 //! and on the real SmolLM2-135M-Instruct (fetched by scripts/fetch-model.sh).
 
+// Tests print skip reasons and measurements.
+#![allow(clippy::print_stdout, clippy::print_stderr, unsafe_code)]
+
 mod common;
 mod compact;
 mod decode;

@@ -474,7 +474,10 @@ fn read_then_close(child: &mut Child, n: usize) -> Vec<u8> {
 #[test]
 fn a_closed_stdout_ends_generation_with_141() {
     let base = smollm2();
-    for extra in [vec![], vec!["-n", "64"]] {
+    for extra in [
+        vec!["--max-tokens", "2000"],
+        vec!["--max-tokens", "48", "-n", "64"],
+    ] {
         // streaming text (one sample) and JSONL rows (64 samples)
         let mut args = vec![
             "generate",
@@ -483,8 +486,6 @@ fn a_closed_stdout_ends_generation_with_141() {
             p(&base),
             "--mode",
             "base",
-            "--max-tokens",
-            "2000",
             "--sequences",
             "1",
             "Tell a very long story about the sea.",
@@ -506,8 +507,9 @@ fn a_closed_stdout_ends_generation_with_141() {
             .unwrap()
             .read_to_string(&mut err)
             .unwrap();
-        // 141 comes from the first failed write: a run that ignored the
-        // closed pipe would finish its 2000 tokens and exit 0
+        // 141, quietly, comes from the first failed write: a run that
+        // ignored the closed pipe would finish and exit 0 (streamed text) or
+        // fail with "error: broken pipe" and exit 1 (rows)
         assert_eq!(status.code(), Some(141), "{extra:?}: {err}");
         assert!(!err.contains("error"), "quietly: {err}");
     }

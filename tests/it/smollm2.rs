@@ -84,7 +84,10 @@ fn batching_is_bit_exact() {
         .collect();
     let story = "Once upon a time, there was a little fox who lived near a river. ".repeat(8);
     rows.push(json!({"id": "long", "prompt": "Tell me a story.", "response": story}));
-    rows.push(rows[0].clone());
+    // the first row again, under an id of its own (ids are unique)
+    let mut twin = rows[0].clone();
+    twin["id"] = json!("add-1-twin");
+    rows.push(twin);
     let input = write_rows(dir.path(), "rows.jsonl", &rows);
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -109,19 +112,16 @@ fn batching_is_bit_exact() {
     assert_eq!(reference, run(&["--batch-size", "7", "--sequences", "1"]));
     assert_eq!(reference, run(&["--batch-size", "64", "--sequences", "3"]));
     // the duplicated row, decoded side by side with its twin, scores the same
-    let first: Vec<_> = reference
-        .iter()
-        .filter(|r| r["id"] == json!("add-1"))
-        .collect();
-    let twin: Vec<_> = reference
-        .iter()
-        .filter(|r| r["id"] == json!("add-1"))
-        .skip(first.len() / 2)
-        .collect();
-    assert_eq!(first.len() % 2, 0);
+    let of = |id: &str| -> Vec<&serde_json::Value> {
+        reference.iter().filter(|r| r["id"] == json!(id)).collect()
+    };
+    let (first, twin) = (of("add-1"), of("add-1-twin"));
+    assert!(!first.is_empty());
+    assert_eq!(first.len(), twin.len());
     for (x, y) in first.iter().zip(twin) {
         assert_eq!(x["token"], y["token"]);
         assert_eq!(f(x, "logp_rl"), f(y, "logp_rl"));
+        assert_eq!(f(x, "logp_base"), f(y, "logp_base"));
     }
 }
 

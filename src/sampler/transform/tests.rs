@@ -1,3 +1,4 @@
+#![allow(clippy::print_stderr)] // skip notes and timings
 use super::*;
 use crate::sampler::rng::{uniform, Purpose};
 
@@ -201,24 +202,24 @@ fn params_validation() {
     let err = |t, k, p| params(t, k, p).validate().unwrap_err().to_string();
     assert_eq!(
         err(0.0, 0, 1.0),
-        "--temperature must be > 0 and finite, got 0"
+        "temperature must be > 0 and finite, got 0"
     );
     assert_eq!(
         err(-1.0, 0, 1.0),
-        "--temperature must be > 0 and finite, got -1"
+        "temperature must be > 0 and finite, got -1"
     );
     assert_eq!(
         err(f64::NAN, 0, 1.0),
-        "--temperature must be > 0 and finite, got NaN"
+        "temperature must be > 0 and finite, got NaN"
     );
     assert_eq!(
         err(f64::INFINITY, 0, 1.0),
-        "--temperature must be > 0 and finite, got inf"
+        "temperature must be > 0 and finite, got inf"
     );
-    assert_eq!(err(1.0, 0, 0.0), "--top-p must be in (0, 1], got 0");
-    assert_eq!(err(1.0, 0, 1.5), "--top-p must be in (0, 1], got 1.5");
-    assert_eq!(err(1.0, 0, -0.1), "--top-p must be in (0, 1], got -0.1");
-    assert_eq!(err(1.0, 0, f64::NAN), "--top-p must be in (0, 1], got NaN");
+    assert_eq!(err(1.0, 0, 0.0), "top_p must be in (0, 1], got 0");
+    assert_eq!(err(1.0, 0, 1.5), "top_p must be in (0, 1], got 1.5");
+    assert_eq!(err(1.0, 0, -0.1), "top_p must be in (0, 1], got -0.1");
+    assert_eq!(err(1.0, 0, f64::NAN), "top_p must be in (0, 1], got NaN");
     assert!(params(1e-9, 5, 1.0).validate().is_ok());
     assert!(SamplingParams::default().validate().is_ok());
     // from_logprobs validates too.
@@ -352,7 +353,7 @@ fn extrapolation_errors() {
             extrapolate(&rl, &base, g, &mut out)
                 .unwrap_err()
                 .to_string(),
-            format!("--gamma must be >= 0 and finite, got {g}")
+            format!("gamma must be >= 0 and finite, got {g}")
         );
     }
     assert_eq!(
