@@ -39,10 +39,13 @@ pub mod decode;
 pub mod eval;
 pub mod gguf;
 pub mod io;
+#[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod runtime;
 pub mod sampler;
+#[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use gguf::{GgufFile, GgufWriter};

@@ -13,8 +13,10 @@ mod generate;
 mod inspect;
 mod intervene;
 mod score;
+#[cfg(feature = "serve")]
 mod serve;
 mod tasks;
+#[cfg(feature = "train")]
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -51,12 +53,14 @@ pub enum Command {
     /// Generate verifiable task sets (seeded arithmetic).
     Tasks(tasks::TasksArgs),
     /// Train a LoRA adapter with RLVR (DAPO + optional token reweighting).
+    #[cfg(feature = "train")]
     Train(Box<train::TrainArgs>),
     /// Write a LoRA adapter (zero or random) for a GGUF model.
     LoraInit(fixtures::LoraInitArgs),
     /// Shrink a LoRA adapter: lower its rank by truncated SVD and/or store it as F16.
     LoraCompact(compact::LoraCompactArgs),
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
+    #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     /// Regenerate the small GGUF test fixtures (tiny llama models and adapters).
     Fixtures(fixtures::FixturesArgs),
@@ -84,10 +88,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             intervene::run(args)
         }
         Command::Tasks(args) => tasks::run(args),
+        #[cfg(feature = "train")]
         Command::Train(args) => train::run(*args),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::LoraCompact(args) => compact::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
+        #[cfg(feature = "serve")]
         Command::Serve(mut args) => {
             args.pair = args.pair.resolve()?;
             serve::run(args)

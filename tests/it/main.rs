@@ -9,12 +9,16 @@ mod compact;
 mod decode;
 mod errors;
 mod eval;
+#[cfg(feature = "serve")]
 mod http;
 mod jobs;
+#[cfg(feature = "plugin")]
 mod plugin;
 mod reliability;
 mod score;
+#[cfg(feature = "serve")]
 mod serve;
 mod setup;
 mod smollm2;
+#[cfg(feature = "train")]
 mod train;
