@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::gguf::{FileKind, GgufFile, Inspection};
+use crate::gguf::{FileKind, GgufFile, Inspection, Problem, Subject};
 use crate::io::Output;
 
 #[derive(Debug, Args)]
@@ -23,17 +23,62 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     }
     let file = GgufFile::open(&args.file)?;
     let info = Inspection::from_file(&file);
+    let found = crate::gguf::problems(&file);
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&to_json(&args.file, &info))?;
+        let mut v = to_json(&args.file, &info);
+        v["problems"] = problems_json(&found);
+        let mut s = serde_json::to_string_pretty(&v)?;
         s.push('\n');
         s
     } else {
-        to_text(&args.file, &info)
+        let mut s = to_text(&args.file, &info);
+        s.push_str(&problems_text(&found));
+        s
     };
     let mut out = Output::create(std::path::Path::new("-"))?;
     std::io::Write::write_all(&mut out, text.as_bytes())?;
     out.commit()?;
+    // A file llama.cpp would abort on is reported, then fails the command.
+    crate::gguf::validate::first_error(found, &args.file)?;
     Ok(())
+}
+
+/// `problems` of `--json`: one object per problem (an empty list when none).
+fn problems_json(found: &[Problem]) -> Value {
+    Value::Array(
+        found
+            .iter()
+            .map(|p| {
+                let (subject, name) = match &p.subject {
+                    Subject::Key(k) => ("key", k),
+                    Subject::Tensor(t) => ("tensor", t),
+                };
+                json!({
+                    "subject": subject,
+                    "name": name,
+                    "value": p.value,
+                    "reason": p.reason,
+                    "hint": p.hint,
+                    "message": p.summary(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The `problems:` section of the text output (nothing when there are none).
+fn problems_text(found: &[Problem]) -> String {
+    let mut s = String::new();
+    if !found.is_empty() {
+        s.push_str(&format!("problems ({}):\n", found.len()));
+    }
+    for p in found {
+        s.push_str(&format!("  - {}\n", p.summary()));
+        if let Some(h) = &p.hint {
+            s.push_str(&format!("    hint: {h}\n"));
+        }
+    }
+    s
 }
 
 fn kind_name(kind: &FileKind) -> String {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::ggml_type::GgmlType;
+use super::validate::Problem;
 use super::value::ValueType;
 
 /// Where parsed bytes came from: a file path, or nothing for in-memory input.
@@ -152,6 +153,29 @@ pub enum GgufError {
         target: String,
         available: Vec<String>,
     },
+    /// A structurally sound file with a value llama.cpp would abort on
+    /// (see [`super::validate`]): the first problem, and how many follow.
+    #[error("{}", invalid_message(path, problem, *more))]
+    Invalid {
+        path: PathBuf,
+        problem: Box<Problem>,
+        more: usize,
+    },
+}
+
+fn invalid_message(path: &Path, problem: &Problem, more: usize) -> String {
+    let mut s = format!("{}: {}", path.display(), problem.summary());
+    if more > 0 {
+        let plural = if more == 1 { "" } else { "s" };
+        s.push_str(&format!(
+            " (and {more} more problem{plural}; `dlogp inspect {}` lists them)",
+            path.display()
+        ));
+    }
+    if let Some(h) = &problem.hint {
+        s.push_str(&format!("\nhint: {h}"));
+    }
+    s
 }
 
 impl GgufError {
@@ -183,7 +207,8 @@ impl GgufError {
             | GgufError::WrongValueType { .. }
             | GgufError::LoraShape { .. }
             | GgufError::NotLoraAdapter { .. }
-            | GgufError::UnknownLoraTarget { .. } => {}
+            | GgufError::UnknownLoraTarget { .. }
+            | GgufError::Invalid { .. } => {}
         }
         self
     }

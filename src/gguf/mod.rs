@@ -7,6 +7,7 @@
 //! - [`lora`] writes LoRA adapters in the layout llama.cpp loads and makes
 //!   initial adapters shaped after a base model; [`lowrank`] compacts them.
 //! - [`Inspection`] summarises a file for people.
+//! - [`validate`] finds the values llama.cpp would abort on ([`problems`]).
 //! - [`fixtures`] builds the tiny deterministic models and adapters tests use.
 
 mod error;
@@ -19,6 +20,7 @@ pub mod lowrank;
 mod reader;
 pub(crate) mod rng;
 mod tensor;
+pub mod validate;
 mod value;
 mod writer;
 
@@ -37,5 +39,6 @@ pub use lora::{
 pub use lowrank::{compact_lora, Compacted};
 pub use reader::{GgufFile, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 pub use tensor::TensorInfo;
+pub use validate::{problems, Problem, Subject};
 pub use value::{Array, Value, ValueType};
 pub use writer::{write_atomic, GgufWriter};

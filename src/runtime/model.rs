@@ -100,6 +100,9 @@ impl Model {
             }
             Some(_) => {}
         }
+        // Values llama.cpp would abort on (block count, heads, vocabulary,
+        // weight types, ...) are an error naming the key or tensor.
+        crate::gguf::validate::check(&header, path)?;
         let backend = backend()?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let inner =
@@ -116,11 +119,13 @@ impl Model {
     }
 
     /// Load a LoRA adapter for this model, after checking that it is an
-    /// adapter, for this architecture, and that every tensor it patches
-    /// exists in the model with matching shapes.
+    /// adapter, for this architecture, that every tensor it patches exists in
+    /// the model with matching shapes, and that its metadata and tensor types
+    /// are what llama.cpp reads ([`crate::gguf::validate`]).
     pub fn load_adapter(&mut self, path: &Path) -> Result<LlamaLoraAdapter, RuntimeError> {
         let adapter = read_header(path)?;
         check_adapter(&self.header, &self.path, &adapter, path)?;
+        crate::gguf::validate::check_adapter_file(&adapter, path)?;
         self.inner
             .lora_adapter_init(path)
             .map_err(|e| RuntimeError::Load {

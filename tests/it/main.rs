@@ -6,6 +6,7 @@
 
 mod common;
 mod compact;
+mod corrupt;
 mod decode;
 mod errors;
 mod eval;
