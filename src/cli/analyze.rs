@@ -13,9 +13,8 @@ use clap::{Args, ValueEnum};
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{Bench, DataArgs, SamplingArgs};
-use crate::analysis::report::{
-    analyze, read_scores, AnalysisOptions, ScoredToken, TokenSet, METRICS,
-};
+use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
+use crate::analysis::{read_scores, Metric, ScoreRecord};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
 use crate::io::write_atomic;
@@ -134,15 +133,15 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         }
         let mut tokens = Vec::new();
         for r in bench.generate_scored(args.sampling.defaults(mode)?, bench.tasks.len())? {
-            let id = format!("{}#{}", bench.tasks[r.problem].id, r.sample);
+            let id =
+                serde_json::Value::String(format!("{}#{}", bench.tasks[r.problem].id, r.sample));
             for (position, (m, &t)) in r.metrics.iter().zip(&r.tokens).enumerate() {
-                tokens.push(ScoredToken {
+                tokens.push(ScoreRecord {
                     id: id.clone(),
                     position,
+                    token: Some(t.0),
                     text: pair.base().piece(t),
-                    logp_base: m.logp_base,
-                    logp_rl: m.logp_rl,
-                    metrics: [m.dlogp, m.entropy_base, m.entropy_rl, m.kl, m.kl_r, m.js],
+                    metrics: *m,
                 });
             }
         }
@@ -208,7 +207,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.plots {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
-        for m in METRICS {
+        for m in Metric::ALL {
             if let Some(p) = analysis.histogram_plot(m) {
                 p.save(&dir.join(format!("{m}.{ext}")))?;
             }
@@ -217,9 +216,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(html)) = (&args.report, report_kind) {
         let text = if html {
             let mut svgs = HashMap::new();
-            for m in METRICS {
+            for m in Metric::ALL {
                 if let Some(p) = analysis.histogram_plot(m) {
-                    svgs.insert(m.to_string(), p.to_svg()?);
+                    svgs.insert(m, p.to_svg()?);
                 }
             }
             analysis.to_html(&svgs)
@@ -233,10 +232,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: could not create", dir.display()))?;
             let mut links = HashMap::new();
-            for m in METRICS {
+            for m in Metric::ALL {
                 if let Some(p) = analysis.histogram_plot(m) {
                     p.save(&dir.join(format!("{m}.{ext}")))?;
-                    links.insert(m.to_string(), format!("{dir_name}/{m}.{ext}"));
+                    links.insert(m, format!("{dir_name}/{m}.{ext}"));
                 }
             }
             analysis.to_markdown(&links)
