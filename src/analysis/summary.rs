@@ -70,6 +70,9 @@ impl MetricSummary {
 /// interpolation between the closest ranks, numpy's default `method="linear"`:
 /// with `h = (n − 1) p`, `x_⌊h⌋ + (h − ⌊h⌋)(x_⌊h⌋+1 − x_⌊h⌋)`, and exactly
 /// `x_h` when `h` is a whole number. NaN for an empty slice.
+///
+/// The one quantile of the crate: [`MetricSummary`] and the τ calibration of
+/// `dlogp intervene` ([`crate::eval::calibrate`]) both use it.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     let Some(last) = sorted.len().checked_sub(1) else {
         return f64::NAN;

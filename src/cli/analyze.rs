@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{Bench, DataArgs, SamplingArgs};
+use super::eval::{load_bench, DataArgs, SamplingArgs};
 use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
-use crate::analysis::{read_scores, Metric, ScoreRecord};
+use crate::analysis::{read_scores, Metric};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
 use crate::io::write_atomic;
@@ -121,8 +121,7 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         last_number: false,
         raw: false,
     };
-    let bench = Bench::load(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
-    let pair = bench.pair.as_ref().expect("a pair was loaded");
+    let bench = load_bench(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
     let mut sets = Vec::new();
     for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
         if !args.quiet {
@@ -131,23 +130,9 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
                 bench.tasks.len() * bench.k
             );
         }
-        let mut tokens = Vec::new();
-        for r in bench.generate_scored(args.sampling.defaults(mode)?, bench.tasks.len())? {
-            let id =
-                serde_json::Value::String(format!("{}#{}", bench.tasks[r.problem].id, r.sample));
-            for (position, (m, &t)) in r.metrics.iter().zip(&r.tokens).enumerate() {
-                tokens.push(ScoreRecord {
-                    id: id.clone(),
-                    position,
-                    token: Some(t.0),
-                    text: pair.base().piece(t),
-                    metrics: *m,
-                });
-            }
-        }
         sets.push(TokenSet {
             name: name.to_string(),
-            tokens,
+            tokens: bench.score_records(args.sampling.defaults(mode)?)?,
         });
     }
     Ok(sets)
