@@ -21,7 +21,11 @@
 //!   before llama.cpp sees it and to write adapters llama.cpp loads.
 //! - [`runtime`]: the only module that talks to llama.cpp.
 //! - [`sampler`]: pure math over logit slices; no FFI.
-//! - [`analysis`]: summary statistics.
+//! - [`analysis`]: summary statistics, the score record, `dlogp analyze`'s
+//!   report (one document model, rendered to Markdown or HTML).
+//! - [`eval`]: verifiable evaluation (datasets, grading, Avg@k / Pass@k) and
+//!   the experiments on it: the bench `eval`, `intervene` and `analyze` run
+//!   on, τ calibration, the token-replacement sweep.
 //! - [`io`]: JSONL rows in, atomic files out.
 //! - [`decode`]: the generation engine (lockstep and speculative, many
 //!   sequences side by side, a job source for servers).

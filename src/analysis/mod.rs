@@ -1,12 +1,21 @@
-//! Aggregates over scored tokens: the statistics `dlogp score` reports.
+//! Aggregates over scored tokens and the reports built from them.
 //!
-//! - [`MetricSummary`]: mean, std and quantiles of one metric.
+//! - [`ScoreRecord`]: one scored token, the line `dlogp score` writes and
+//!   `dlogp analyze` reads back ([`read_scores`]).
+//! - [`MetricSummary`]: mean, std and quantiles of one metric ([`quantile`]).
 //! - [`ScoreSummary`]: accumulates [`TokenMetrics`](crate::sampler::TokenMetrics)
 //!   over responses and finishes into a [`ScoreReport`] (JSON via serde, a
 //!   compact table via `Display`).
+//! - [`report`]: `dlogp analyze`'s histograms, sparsity, top tokens and
+//!   probability breakdown, as a [`doc::Document`] rendered to Markdown or HTML.
 
+pub mod doc;
+pub mod plot;
+pub mod record;
+pub mod report;
 pub mod summary;
 
-pub use summary::{MetricSummaries, MetricSummary, ScoreReport, ScoreSummary, ThresholdCount};
-pub mod plot;
-pub mod report;
+pub use record::{read_scores, Metric, ReadError, ScoreRecord};
+pub use summary::{
+    quantile, MetricSummaries, MetricSummary, ScoreReport, ScoreSummary, ThresholdCount,
+};

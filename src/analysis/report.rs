@@ -5,111 +5,19 @@
 //! probability under each model.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use super::doc::{Align, Block, Document, Image, ImageSource, Inline, Table};
 use super::plot::{LinePlot, Series};
+use super::record::{Metric, ScoreRecord};
 
-/// The metrics of a scored token that the analysis reads.
-pub const METRICS: [&str; 6] = ["dlogp", "entropy_base", "entropy_rl", "kl", "kl_r", "js"];
-
-/// One scored token (a row of `dlogp score`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoredToken {
-    pub id: String,
-    pub position: usize,
-    pub text: String,
-    pub logp_base: f64,
-    pub logp_rl: f64,
-    /// In the order of [`METRICS`].
-    pub metrics: [f64; 6],
-}
-
-impl ScoredToken {
-    pub fn dlogp(&self) -> f64 {
-        self.metrics[0]
-    }
-}
-
-/// A named set of scored responses (e.g. "base-generated").
+/// A named set of scored responses (e.g. "base-generated"): runs of records
+/// sharing an id, with increasing positions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenSet {
     pub name: String,
-    pub tokens: Vec<ScoredToken>,
-}
-
-/// Why score rows could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("{source_name}:{line}: {reason}\nhint: analyze reads the per-token rows `dlogp score` writes for a pair (--base and --rl/--rl-lora)")]
-    Row {
-        source_name: String,
-        line: usize,
-        reason: String,
-    },
-    #[error("{source_name}: could not read: {source}")]
-    Io {
-        source_name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{source_name}: no scored tokens")]
-    Empty { source_name: String },
-}
-
-/// Reads `dlogp score` rows.
-pub fn read_scores(reader: impl BufRead, source_name: &str) -> Result<Vec<ScoredToken>, ReadError> {
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| ReadError::Io {
-            source_name: source_name.to_string(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |reason: String| ReadError::Row {
-            source_name: source_name.to_string(),
-            line: i + 1,
-            reason,
-        };
-        let v: Value = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
-        let num = |key: &str| {
-            v.get(key)
-                .and_then(Value::as_f64)
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| err(format!("field `{key}` is missing or not a finite number")))
-        };
-        let mut metrics = [0.0; 6];
-        for (m, key) in metrics.iter_mut().zip(METRICS) {
-            *m = num(key)?;
-        }
-        let id = match v.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) if !other.is_null() => other.to_string(),
-            _ => return Err(err("field `id` is missing".to_string())),
-        };
-        out.push(ScoredToken {
-            id,
-            position: num("position")? as usize,
-            text: v
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            logp_base: num("logp_base")?,
-            logp_rl: num("logp_rl")?,
-            metrics,
-        });
-    }
-    if out.is_empty() {
-        return Err(ReadError::Empty {
-            source_name: source_name.to_string(),
-        });
-    }
-    Ok(out)
+    pub tokens: Vec<ScoreRecord>,
 }
 
 /// A histogram of one metric for one set, over bins shared by all sets.
@@ -238,13 +146,17 @@ pub fn histogram(values: &[f64], lo: f64, hi: f64, bins: usize) -> (Vec<f64>, Ve
     (edges, counts)
 }
 
+fn dlogp(t: &ScoreRecord) -> f64 {
+    t.metrics.dlogp
+}
+
 /// Runs the analysis over the sets.
 pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
     let mut metrics = Vec::new();
-    for (m, name) in METRICS.iter().enumerate() {
+    for metric in Metric::ALL {
         let values: Vec<Vec<f64>> = sets
             .iter()
-            .map(|s| s.tokens.iter().map(|t| t.metrics[m]).collect())
+            .map(|s| s.tokens.iter().map(|t| metric.of(&t.metrics)).collect())
             .collect();
         let all = values.iter().flatten();
         let lo = all.clone().copied().fold(f64::INFINITY, f64::min);
@@ -276,7 +188,7 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
             });
         }
         metrics.push(MetricReport {
-            metric: name.to_string(),
+            metric: metric.name().to_string(),
             histograms,
             sparsity,
         });
@@ -289,21 +201,21 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
         .flat_map(|(s, set)| (0..set.tokens.len()).map(move |t| (s, t)))
         .collect();
     ranked.sort_by(|a, b| {
-        let (x, y) = (sets[a.0].tokens[a.1].dlogp(), sets[b.0].tokens[b.1].dlogp());
+        let (x, y) = (dlogp(&sets[a.0].tokens[a.1]), dlogp(&sets[b.0].tokens[b.1]));
         y.total_cmp(&x).then(a.cmp(b))
     });
     let context = |s: usize, t: usize| in_context(&sets[s], t, opts.context);
     let top_positive = ranked
         .iter()
         .take(opts.top)
-        .filter(|&&(s, t)| sets[s].tokens[t].dlogp() > 0.0)
+        .filter(|&&(s, t)| dlogp(&sets[s].tokens[t]) > 0.0)
         .map(|&(s, t)| context(s, t))
         .collect();
     let top_negative = ranked
         .iter()
         .rev()
         .take(opts.top)
-        .filter(|&&(s, t)| sets[s].tokens[t].dlogp() < 0.0)
+        .filter(|&&(s, t)| dlogp(&sets[s].tokens[t]) < 0.0)
         .map(|&(s, t)| context(s, t))
         .collect();
 
@@ -313,9 +225,9 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
             let n_large = s
                 .tokens
                 .iter()
-                .filter(|t| t.dlogp().abs() > opts.large_threshold)
+                .filter(|t| dlogp(t).abs() > opts.large_threshold)
                 .count();
-            let by = |p: fn(&ScoredToken) -> f64| {
+            let by = |p: fn(&ScoreRecord) -> f64| {
                 probability_bins(
                     &s.tokens,
                     p,
@@ -328,8 +240,8 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
                 set: s.name.clone(),
                 large_threshold: opts.large_threshold,
                 n_large,
-                by_p_base: by(|t| t.logp_base.exp()),
-                by_p_rl: by(|t| t.logp_rl.exp()),
+                by_p_base: by(|t| t.metrics.logp_base.exp()),
+                by_p_rl: by(|t| t.metrics.logp_rl.exp()),
             }
         })
         .collect();
@@ -347,8 +259,8 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
 }
 
 fn probability_bins(
-    tokens: &[ScoredToken],
-    p: fn(&ScoredToken) -> f64,
+    tokens: &[ScoreRecord],
+    p: fn(&ScoreRecord) -> f64,
     edges: &[f64],
     large: f64,
     n_large: usize,
@@ -359,7 +271,7 @@ fn probability_bins(
         .enumerate()
         .map(|(i, w)| {
             let last = i + 2 == edges.len();
-            let inside: Vec<&ScoredToken> = tokens
+            let inside: Vec<&ScoreRecord> = tokens
                 .iter()
                 .filter(|t| {
                     let v = p(t);
@@ -375,13 +287,12 @@ fn probability_bins(
                 mean_abs_dlogp: if k == 0 {
                     0.0
                 } else {
-                    inside.iter().map(|t| t.dlogp().abs()).sum::<f64>() / k as f64
+                    inside.iter().map(|t| dlogp(t).abs()).sum::<f64>() / k as f64
                 },
                 share_of_large: if n_large == 0 {
                     0.0
                 } else {
-                    inside.iter().filter(|t| t.dlogp().abs() > large).count() as f64
-                        / n_large as f64
+                    inside.iter().filter(|t| dlogp(t).abs() > large).count() as f64 / n_large as f64
                 },
             }
         })
@@ -394,7 +305,9 @@ fn probability_bins(
 fn in_context(set: &TokenSet, index: usize, context: usize) -> TokenInContext {
     let tokens = &set.tokens;
     let t = &tokens[index];
-    let same = |j: usize| tokens[j].id == t.id;
+    // ids compare as they read (`7` and `"7"` are one response, as always)
+    let id = t.id_text();
+    let same = |j: usize| tokens[j].id_text() == id;
     let mut start = index;
     while start > 0
         && index - start < context
@@ -419,12 +332,12 @@ fn in_context(set: &TokenSet, index: usize, context: usize) -> TokenInContext {
     };
     TokenInContext {
         set: set.name.clone(),
-        id: t.id.clone(),
+        id: id.to_string(),
         position: t.position,
         token: t.text.clone(),
-        dlogp: t.dlogp(),
-        p_base: t.logp_base.exp(),
-        p_rl: t.logp_rl.exp(),
+        dlogp: t.metrics.dlogp,
+        p_base: t.metrics.logp_base.exp(),
+        p_rl: t.metrics.logp_rl.exp(),
         before: join(start..index),
         after: join(index + 1..end),
     }
@@ -432,8 +345,8 @@ fn in_context(set: &TokenSet, index: usize, context: usize) -> TokenInContext {
 
 impl Analysis {
     /// The histogram of one metric as a chart (density on a log axis).
-    pub fn histogram_plot(&self, metric: &str) -> Option<LinePlot> {
-        let m = self.metrics.iter().find(|m| m.metric == metric)?;
+    pub fn histogram_plot(&self, metric: Metric) -> Option<LinePlot> {
+        let m = self.metrics.iter().find(|m| m.metric == metric.name())?;
         let series = m
             .histograms
             .iter()
@@ -450,8 +363,8 @@ impl Analysis {
             })
             .collect();
         Some(LinePlot {
-            title: format!("{} per token", label(metric)),
-            x_label: label(metric).to_string(),
+            title: format!("{} per token", metric.label()),
+            x_label: metric.label().to_string(),
             y_label: "density (log scale)".to_string(),
             series,
             references: Vec::new(),
@@ -459,226 +372,192 @@ impl Analysis {
         })
     }
 
-    /// A Markdown report; `plots` maps a metric to the image path to link.
-    pub fn to_markdown(&self, plots: &HashMap<String, String>) -> String {
-        let mut s = String::from("# Δlog p analysis\n\n");
-        s += "Token sets: ";
-        s += &self
-            .sets
-            .iter()
-            .map(|(n, k)| format!("{n} ({k} tokens)"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        s += "\n\n## Distributions\n\n";
+    /// The report as a document; `plots` holds the histogram to show under
+    /// each metric's heading.
+    pub fn document(&self, plots: &HashMap<Metric, ImageSource>) -> Document {
+        let mut doc = Document::default();
+        doc.push(Block::heading(1, TITLE));
+        doc.push(Block::paragraph(format!(
+            "Token sets: {}",
+            self.sets
+                .iter()
+                .map(|(n, k)| format!("{n} ({k} tokens)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+        doc.push(Block::heading(2, "Distributions"));
         for m in &self.metrics {
-            s += &format!("### {}\n\n", label(&m.metric));
-            if let Some(p) = plots.get(&m.metric) {
-                s += &format!("![{}]({p})\n\n", m.metric);
+            let metric = Metric::ALL.into_iter().find(|x| x.name() == m.metric);
+            let label = metric.map_or(m.metric.as_str(), |x| x.label());
+            doc.push(Block::heading(3, label));
+            if let Some(source) = metric.and_then(|x| plots.get(&x)) {
+                doc.push(Block::Image(Image {
+                    alt: m.metric.clone(),
+                    source: source.clone(),
+                }));
             }
-            s += &sparsity_table(m);
-            s += "\n";
+            if let Some(t) = sparsity_table(m) {
+                doc.push(Block::Table(t));
+            }
         }
-        s += "## Largest positive Δlog p (RL promoted the token)\n\n";
-        s += &top_table(&self.top_positive);
-        s += "\n## Largest negative Δlog p (RL suppressed the token)\n\n";
-        s += &top_table(&self.top_negative);
-        s += "\n## Δlog p by token probability\n\n";
+        doc.push(Block::heading(
+            2,
+            "Largest positive Δlog p (RL promoted the token)",
+        ));
+        doc.push(Block::Table(top_table(&self.top_positive)));
+        doc.push(Block::heading(
+            2,
+            "Largest negative Δlog p (RL suppressed the token)",
+        ));
+        doc.push(Block::Table(top_table(&self.top_negative)));
+        doc.push(Block::heading(2, "Δlog p by token probability"));
         for b in &self.breakdown {
             for (model, bins) in [("base", &b.by_p_base), ("RL", &b.by_p_rl)] {
-                s += &format!(
-                    "**{}**, by p under the {model} model ({} tokens with |Δlog p| > {}):\n\n",
-                    b.set, b.n_large, b.large_threshold
-                );
-                s += "| p | tokens | share of tokens | mean abs Δlog p | share of large abs Δlog p |\n|---|---:|---:|---:|---:|\n";
-                for bin in bins {
-                    s += &format!(
-                        "| [{}, {}{} | {} | {:.2}% | {:.4} | {:.2}% |\n",
-                        bin.low,
-                        bin.high,
-                        if bin.high >= 1.0 { "]" } else { ")" },
-                        bin.n_tokens,
-                        100.0 * bin.share_of_tokens,
-                        bin.mean_abs_dlogp,
-                        100.0 * bin.share_of_large
-                    );
-                }
-                s += "\n";
+                doc.push(Block::Paragraph(vec![
+                    Inline::Bold(b.set.clone()),
+                    Inline::text(format!(
+                        ", by p under the {model} model ({} tokens with |Δlog p| > {}):",
+                        b.n_large, b.large_threshold
+                    )),
+                ]));
+                doc.push(Block::Table(probability_table(bins)));
             }
         }
-        s
+        doc
     }
 
-    /// A self-contained HTML report with inline SVG charts.
-    pub fn to_html(&self, svgs: &HashMap<String, String>) -> String {
-        let mut body = String::new();
-        for m in &self.metrics {
-            if let Some(svg) = svgs.get(&m.metric) {
-                body += &format!(
-                    "<h3>{}</h3>\n<div class=\"plot\">{svg}</div>\n",
-                    html(label(&m.metric))
-                );
-            }
-        }
-        // the tables come from the Markdown, rendered minimally
-        let md = self.to_markdown(&HashMap::new());
-        format!(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Δlog p analysis</title>\n\
-             <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}\
-             td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}.plot svg{{max-width:100%;height:auto}}</style>\n\
-             </head><body>\n<h1>Δlog p analysis</h1>\n<h2>Histograms</h2>\n{body}{}\n</body></html>\n",
-            markdown_tables_to_html(&md)
-        )
+    /// A Markdown report; `plots` maps a metric to the image path to link.
+    pub fn to_markdown(&self, plots: &HashMap<Metric, String>) -> String {
+        let links = plots
+            .iter()
+            .map(|(&m, p)| (m, ImageSource::Link(p.clone())))
+            .collect();
+        self.document(&links).to_markdown()
+    }
+
+    /// A self-contained HTML report with inline SVG charts (`svgs` maps a
+    /// metric to its chart's markup).
+    pub fn to_html(&self, svgs: &HashMap<Metric, String>) -> String {
+        let inline = svgs
+            .iter()
+            .map(|(&m, svg)| (m, ImageSource::Svg(svg.clone())))
+            .collect();
+        self.document(&inline).to_html(TITLE)
     }
 }
 
-fn label(metric: &str) -> &str {
-    match metric {
-        "dlogp" => "Δlog p",
-        "entropy_base" => "entropy (base)",
-        "entropy_rl" => "entropy (RL)",
-        "kl" => "KL(RL ‖ base)",
-        "kl_r" => "KL(base ‖ RL)",
-        "js" => "JS (mean KL)",
-        other => other,
-    }
-}
+const TITLE: &str = "Δlog p analysis";
 
-fn sparsity_table(m: &MetricReport) -> String {
-    let Some(first) = m.sparsity.first() else {
-        return String::new();
-    };
-    let mut s = String::from("| set | tokens | min | mean | max |");
-    for (t, _) in &first.share_above {
-        s += &format!(" abs > {t} |");
-    }
-    s += "\n|---|---:|---:|---:|---:|";
-    s += &"---:|".repeat(first.share_above.len());
-    s += "\n";
+/// Per set: tokens, min, mean, max and the share above each threshold;
+/// `None` without sets.
+fn sparsity_table(m: &MetricReport) -> Option<Table> {
+    let first = m.sparsity.first()?;
+    let thresholds: Vec<String> = first
+        .share_above
+        .iter()
+        .map(|(t, _)| format!("abs > {t}"))
+        .collect();
+    let mut columns = vec![
+        ("set", Align::Left),
+        ("tokens", Align::Right),
+        ("min", Align::Right),
+        ("mean", Align::Right),
+        ("max", Align::Right),
+    ];
+    columns.extend(thresholds.iter().map(|t| (t.as_str(), Align::Right)));
+    let mut table = Table::new(&columns);
     for sp in &m.sparsity {
-        s += &format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} |",
-            sp.set, sp.n_tokens, sp.min, sp.mean, sp.max
+        let mut row = vec![
+            sp.set.clone(),
+            sp.n_tokens.to_string(),
+            format!("{:.4}", sp.min),
+            format!("{:.4}", sp.mean),
+            format!("{:.4}", sp.max),
+        ];
+        row.extend(
+            sp.share_above
+                .iter()
+                .map(|(_, share)| format!("{:.2}%", 100.0 * share)),
         );
-        for (_, share) in &sp.share_above {
-            s += &format!(" {:.2}% |", 100.0 * share);
-        }
-        s += "\n";
+        table.push_text_row(row);
     }
-    s
+    Some(table)
 }
 
-fn top_table(tokens: &[TokenInContext]) -> String {
-    let mut s = String::from(
-        "| Δlog p | p base | p RL | set | id | context |\n|---:|---:|---:|---|---|---|\n",
-    );
+fn top_table(tokens: &[TokenInContext]) -> Table {
+    let mut table = Table::new(&[
+        ("Δlog p", Align::Right),
+        ("p base", Align::Right),
+        ("p RL", Align::Right),
+        ("set", Align::Left),
+        ("id", Align::Left),
+        ("context", Align::Left),
+    ]);
     for t in tokens {
-        s += &format!(
-            "| {:+.3} | {:.4} | {:.4} | {} | {} | {}**[{}]**{} |\n",
-            t.dlogp,
-            t.p_base,
-            t.p_rl,
-            t.set,
-            cell(&t.id),
-            cell(&t.before),
-            cell(&t.token),
-            cell(&t.after)
-        );
+        let text = |s: String| vec![Inline::Text(s)];
+        table.rows.push(vec![
+            text(format!("{:+.3}", t.dlogp)),
+            text(format!("{:.4}", t.p_base)),
+            text(format!("{:.4}", t.p_rl)),
+            text(t.set.clone()),
+            text(t.id.clone()),
+            vec![
+                Inline::text(t.before.as_str()),
+                Inline::Bold(format!("[{}]", t.token)),
+                Inline::text(t.after.as_str()),
+            ],
+        ]);
     }
-    s
+    table
 }
 
-/// Text safe inside a Markdown table cell.
-fn cell(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace('\n', "⏎")
-        .replace('*', "\\*")
-        .replace('`', "\\`")
-}
-
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Renders the Markdown this module writes (headings, paragraphs, tables,
-/// `**bold**`) as HTML; not a general Markdown renderer.
-fn markdown_tables_to_html(md: &str) -> String {
-    let inline = |t: &str| {
-        let t = html(
-            &t.replace("\\|", "\u{1}")
-                .replace("\\*", "\u{2}")
-                .replace("\\`", "`")
-                .replace("\\\\", "\\"),
-        );
-        let mut out = String::new();
-        for (i, part) in t.split("**").enumerate() {
-            if i % 2 == 1 {
-                out += &format!("<b>{part}</b>");
-            } else {
-                out += part;
-            }
-        }
-        out.replace('\u{1}', "|").replace('\u{2}', "*")
-    };
-    let mut out = String::new();
-    let mut in_table = false;
-    for line in md.lines() {
-        if line.starts_with('|') {
-            if line.starts_with("|---") {
-                continue;
-            }
-            let cells: Vec<String> = line
-                .trim_matches('|')
-                .replace("\\|", "\u{3}")
-                .split('|')
-                .map(|c| inline(c.replace('\u{3}', "\\|").trim()))
-                .collect();
-            let tag = if in_table { "td" } else { "th" };
-            if !in_table {
-                out += "<table>\n";
-                in_table = true;
-            }
-            out += "<tr>";
-            for c in cells {
-                out += &format!("<{tag}>{c}</{tag}>");
-            }
-            out += "</tr>\n";
-            continue;
-        }
-        if in_table {
-            out += "</table>\n";
-            in_table = false;
-        }
-        if let Some(h) = line.strip_prefix("### ") {
-            out += &format!("<h3>{}</h3>\n", inline(h));
-        } else if let Some(h) = line.strip_prefix("## ") {
-            out += &format!("<h2>{}</h2>\n", inline(h));
-        } else if line.starts_with("# ") || line.starts_with("![") || line.trim().is_empty() {
-        } else {
-            out += &format!("<p>{}</p>\n", inline(line));
-        }
+fn probability_table(bins: &[ProbabilityBin]) -> Table {
+    let mut table = Table::new(&[
+        ("p", Align::Left),
+        ("tokens", Align::Right),
+        ("share of tokens", Align::Right),
+        ("mean abs Δlog p", Align::Right),
+        ("share of large abs Δlog p", Align::Right),
+    ]);
+    for bin in bins {
+        table.push_text_row([
+            format!(
+                "[{}, {}{}",
+                bin.low,
+                bin.high,
+                if bin.high >= 1.0 { "]" } else { ")" }
+            ),
+            bin.n_tokens.to_string(),
+            format!("{:.2}%", 100.0 * bin.share_of_tokens),
+            format!("{:.4}", bin.mean_abs_dlogp),
+            format!("{:.2}%", 100.0 * bin.share_of_large),
+        ]);
     }
-    if in_table {
-        out += "</table>\n";
-    }
-    out
+    table
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tok(id: &str, position: usize, text: &str, dlogp: f64, lb: f64) -> ScoredToken {
-        ScoredToken {
-            id: id.to_string(),
+    fn tok(id: &str, position: usize, text: &str, dlogp: f64, lb: f64) -> ScoreRecord {
+        ScoreRecord {
+            id: id.into(),
             position,
+            token: None,
             text: text.to_string(),
-            logp_base: lb,
-            logp_rl: lb + dlogp,
-            metrics: [dlogp, 1.0, 1.0, dlogp.abs() / 2.0, 0.1, 0.2],
+            metrics: crate::sampler::TokenMetrics {
+                logp_base: lb,
+                logp_rl: lb + dlogp,
+                dlogp,
+                entropy_base: 1.0,
+                entropy_rl: 1.0,
+                kl: dlogp.abs() / 2.0,
+                kl_r: 0.1,
+                js: 0.2,
+                rank_base: 0,
+                rank_rl: 0,
+            },
         }
     }
 
@@ -751,16 +630,16 @@ mod tests {
     fn reports_render_and_escape() {
         let a = analyze(&sets(), &AnalysisOptions::default());
         let md = a.to_markdown(&HashMap::from([(
-            "dlogp".to_string(),
+            Metric::Dlogp,
             "plots/dlogp.svg".to_string(),
         )]));
         assert!(md.contains("![dlogp](plots/dlogp.svg)"));
         assert!(md.contains("**[\\|]**"), "a pipe token is escaped");
-        let plot = a.histogram_plot("dlogp").unwrap();
+        let plot = a.histogram_plot(Metric::Dlogp).unwrap();
         assert_eq!(plot.series.len(), 2);
         assert!(plot.log_y);
         let svg = plot.to_svg().unwrap();
-        let html = a.to_html(&HashMap::from([("dlogp".to_string(), svg)]));
+        let html = a.to_html(&HashMap::from([(Metric::Dlogp, svg)]));
         assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
         assert!(
             html.contains("<td><b>[|]</b></td>") || html.contains("<b>[|]</b>"),
@@ -768,20 +647,5 @@ mod tests {
             &html[html.len() - 3000..]
         );
         assert!(!html.contains("**"));
-    }
-
-    #[test]
-    fn bad_rows_name_the_line() {
-        let text = "{\"id\":1,\"position\":0,\"text\":\"a\",\"logp_base\":-1,\"logp_rl\":-1,\"dlogp\":0,\"entropy_base\":1,\"entropy_rl\":1,\"kl\":0,\"kl_r\":0,\"js\":0}\n{\"id\":1,\"position\":1}\n";
-        let e = read_scores(text.as_bytes(), "s.jsonl")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("s.jsonl:2") && e.contains("`dlogp`"), "{e}");
-        let ok = read_scores(text.lines().next().unwrap().as_bytes(), "s.jsonl").unwrap();
-        assert_eq!(ok[0].id, "1");
-        assert!(matches!(
-            read_scores("\n".as_bytes(), "e"),
-            Err(ReadError::Empty { .. })
-        ));
     }
 }

@@ -43,7 +43,7 @@ impl MetricSummary {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        let q = |p| quantile_sorted(values, p);
+        let q = |p| quantile(values, p);
         Some(MetricSummary {
             count: values.len(),
             mean,
@@ -66,9 +66,14 @@ impl MetricSummary {
     }
 }
 
-/// Quantile `p ∈ [0, 1]` of sorted, non-empty `sorted` by linear interpolation
-/// (numpy's default). Returns NaN for an empty slice.
-fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
+/// Quantile `p ∈ [0, 1]` (clamped) of `sorted` (ascending) by linear
+/// interpolation between the closest ranks, numpy's default `method="linear"`:
+/// with `h = (n − 1) p`, `x_⌊h⌋ + (h − ⌊h⌋)(x_⌊h⌋+1 − x_⌊h⌋)`, and exactly
+/// `x_h` when `h` is a whole number. NaN for an empty slice.
+///
+/// The one quantile of the crate: [`MetricSummary`] and the τ calibration of
+/// `dlogp intervene` ([`crate::eval::calibrate`]) both use it.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     let Some(last) = sorted.len().checked_sub(1) else {
         return f64::NAN;
     };
@@ -300,6 +305,23 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!(close(*g, w), "got {g}, want {w}");
         }
+    }
+
+    #[test]
+    fn quantile_interpolates_between_ranks() {
+        let v = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.0), 0.0);
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.625), 2.5);
+        assert_eq!(quantile(&v, 1.0), 4.0);
+        // p is clamped to [0, 1]
+        assert_eq!(quantile(&v, -1.0), 0.0);
+        assert_eq!(quantile(&v, 2.0), 4.0);
+        // an exact rank is the value itself, sign of zero and infinities included
+        assert!(quantile(&[-0.0, 1.0], 0.0).is_sign_negative());
+        assert_eq!(quantile(&[f64::NEG_INFINITY, 1.0], 0.0), f64::NEG_INFINITY);
+        assert_eq!(quantile(&[7.0], 0.3), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
     }
 
     #[test]

@@ -12,10 +12,9 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{Bench, DataArgs, SamplingArgs};
-use crate::analysis::report::{
-    analyze, read_scores, AnalysisOptions, ScoredToken, TokenSet, METRICS,
-};
+use super::eval::{load_bench, DataArgs, SamplingArgs};
+use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
+use crate::analysis::{read_scores, Metric};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
 use crate::io::write_atomic;
@@ -122,8 +121,7 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         last_number: false,
         raw: false,
     };
-    let bench = Bench::load(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
-    let pair = bench.pair.as_ref().expect("a pair was loaded");
+    let bench = load_bench(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
     let mut sets = Vec::new();
     for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
         if !args.quiet {
@@ -132,23 +130,9 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
                 bench.tasks.len() * bench.k
             );
         }
-        let mut tokens = Vec::new();
-        for r in bench.generate_scored(args.sampling.defaults(mode)?, bench.tasks.len())? {
-            let id = format!("{}#{}", bench.tasks[r.problem].id, r.sample);
-            for (position, (m, &t)) in r.metrics.iter().zip(&r.tokens).enumerate() {
-                tokens.push(ScoredToken {
-                    id: id.clone(),
-                    position,
-                    text: pair.base().piece(t),
-                    logp_base: m.logp_base,
-                    logp_rl: m.logp_rl,
-                    metrics: [m.dlogp, m.entropy_base, m.entropy_rl, m.kl, m.kl_r, m.js],
-                });
-            }
-        }
         sets.push(TokenSet {
             name: name.to_string(),
-            tokens,
+            tokens: bench.score_records(args.sampling.defaults(mode)?)?,
         });
     }
     Ok(sets)
@@ -208,7 +192,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.plots {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
-        for m in METRICS {
+        for m in Metric::ALL {
             if let Some(p) = analysis.histogram_plot(m) {
                 p.save(&dir.join(format!("{m}.{ext}")))?;
             }
@@ -217,9 +201,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(html)) = (&args.report, report_kind) {
         let text = if html {
             let mut svgs = HashMap::new();
-            for m in METRICS {
+            for m in Metric::ALL {
                 if let Some(p) = analysis.histogram_plot(m) {
-                    svgs.insert(m.to_string(), p.to_svg()?);
+                    svgs.insert(m, p.to_svg()?);
                 }
             }
             analysis.to_html(&svgs)
@@ -233,10 +217,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: could not create", dir.display()))?;
             let mut links = HashMap::new();
-            for m in METRICS {
+            for m in Metric::ALL {
                 if let Some(p) = analysis.histogram_plot(m) {
                     p.save(&dir.join(format!("{m}.{ext}")))?;
-                    links.insert(m.to_string(), format!("{dir_name}/{m}.{ext}"));
+                    links.insert(m, format!("{dir_name}/{m}.{ext}"));
                 }
             }
             analysis.to_markdown(&links)

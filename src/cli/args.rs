@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::decode::{ConfigError, ConfigPatch, DecodeConfig, Mode, Proposer};
-use crate::runtime::{default_threads, LoadOptions, PairSpec, RlSource};
+use crate::runtime::{context_size, default_threads, LoadOptions, PairSpec, RlSource};
 use crate::sampler::Criterion;
 
 /// Where models run.
@@ -53,22 +53,7 @@ impl ModelArgs {
 
     /// The context size: as asked, or 4096 capped by the model's training context.
     pub fn ctx_size(&self, n_ctx_train: u32) -> anyhow::Result<u32> {
-        match self.ctx_size {
-            Some(0) => anyhow::bail!("invalid --ctx-size: must be positive"),
-            Some(n) => {
-                if n > n_ctx_train && n_ctx_train > 0 {
-                    tracing::warn!(
-                        "--ctx-size {n} exceeds the model's training context of {n_ctx_train}"
-                    );
-                }
-                Ok(n)
-            }
-            None => Ok(if n_ctx_train > 0 {
-                n_ctx_train.min(4096)
-            } else {
-                4096
-            }),
-        }
+        Ok(context_size(self.ctx_size, n_ctx_train)?)
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
-use crate::analysis::ScoreSummary;
+use crate::analysis::{ScoreRecord, ScoreSummary};
 use crate::io::{ensure_distinct, read_rows_from, write_atomic, InputRow, Output, RowBody};
 use crate::runtime::{
     Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
@@ -61,19 +61,8 @@ pub enum OverlapArg {
     Concurrent,
 }
 
-/// One output line: a response token and its metrics (pair or single).
-#[derive(Serialize)]
-struct Record<'a, M> {
-    id: &'a Value,
-    position: usize,
-    token: i32,
-    text: &'a str,
-    #[serde(flatten)]
-    metrics: &'a M,
-}
-
 /// Write one row's records, calling `each` on every token's metrics.
-fn write_row<M: Serialize>(
+fn write_row<M: Serialize + Copy>(
     out: &mut Output,
     model: &Model,
     id: &Value,
@@ -83,13 +72,12 @@ fn write_row<M: Serialize>(
 ) -> Result<(), RuntimeError> {
     for (position, (m, &token)) in scores.iter().zip(&seq.response).enumerate() {
         each(m);
-        let text = model.piece(token);
-        let record = Record {
-            id,
+        let record = ScoreRecord {
+            id: id.clone(),
             position,
-            token: token.0,
-            text: &text,
-            metrics: m,
+            token: Some(token.0),
+            text: model.piece(token),
+            metrics: *m,
         };
         write_record(out, &record)?;
     }

@@ -210,6 +210,15 @@ pub struct SampleKey {
     pub sample: usize,
 }
 
+impl SampleKey {
+    /// Every sample of the first `n_problems` problems, `k` each, in
+    /// problem then sample order.
+    pub fn grid(n_problems: usize, k: usize) -> impl Iterator<Item = SampleKey> {
+        (0..n_problems)
+            .flat_map(move |problem| (0..k).map(move |sample| SampleKey { problem, sample }))
+    }
+}
+
 /// Decodes samples of a dataset on a model or a pair and grades them.
 pub struct Evaluator<'m> {
     pub model: &'m Model,
@@ -223,6 +232,28 @@ pub struct Evaluator<'m> {
 }
 
 impl<'m> Evaluator<'m> {
+    /// The engine's requests for `todo`: sample `s` of problem `p` is key
+    /// `p·k + s`, so its draws do not depend on what is decoded beside it.
+    pub fn requests(&self, todo: &[SampleKey]) -> Vec<Request> {
+        todo.iter()
+            .map(|s| Request {
+                key: (s.problem * self.k + s.sample) as u64,
+                prompt: self.prompts[s.problem].clone(),
+            })
+            .collect()
+    }
+
+    /// An engine for `cfg` on the pair (or the model alone), with no more
+    /// sequences side by side than `n_requests`.
+    pub fn engine(&self, cfg: &DecodeConfig, n_requests: usize) -> Result<Engine<'m>, DecodeError> {
+        let mut opts = self.options.clone();
+        opts.n_seq = opts.n_seq.min(n_requests as u32).max(1);
+        match self.pair {
+            Some(p) => Engine::for_pair(p, cfg.clone(), opts),
+            None => Engine::for_model(self.model, cfg.clone(), opts),
+        }
+    }
+
     /// Decode `todo` under `cfg` (named `name`), calling `on_row` with each
     /// graded sample as it finishes (completion order).
     pub fn run(
@@ -235,19 +266,8 @@ impl<'m> Evaluator<'m> {
         if todo.is_empty() {
             return Ok(RunStats::default());
         }
-        let requests: Vec<Request> = todo
-            .iter()
-            .map(|s| Request {
-                key: (s.problem * self.k + s.sample) as u64,
-                prompt: self.prompts[s.problem].clone(),
-            })
-            .collect();
-        let mut opts = self.options.clone();
-        opts.n_seq = opts.n_seq.min(requests.len() as u32).max(1);
-        let mut engine = match self.pair {
-            Some(p) => Engine::for_pair(p, cfg.clone(), opts)?,
-            None => Engine::for_model(self.model, cfg.clone(), opts)?,
-        };
+        let requests = self.requests(todo);
+        let mut engine = self.engine(cfg, requests.len())?;
         let start = Instant::now();
         let mut n_tokens = 0;
         engine.run(

@@ -95,3 +95,42 @@ pub enum RuntimeError {
     #[error("{0}")]
     Output(String),
 }
+
+/// The context size to run at: `asked`, or without it 4096 capped by the
+/// model's training context (`n_ctx_train`, 0 when unknown). More than the
+/// training context is allowed, with a warning.
+pub fn context_size(asked: Option<u32>, n_ctx_train: u32) -> Result<u32, RuntimeError> {
+    match asked {
+        Some(0) => Err(RuntimeError::InvalidOption {
+            name: "--ctx-size",
+            reason: "must be positive".to_string(),
+        }),
+        Some(n) => {
+            if n > n_ctx_train && n_ctx_train > 0 {
+                tracing::warn!(
+                    "--ctx-size {n} exceeds the model's training context of {n_ctx_train}"
+                );
+            }
+            Ok(n)
+        }
+        None => Ok(if n_ctx_train > 0 {
+            n_ctx_train.min(4096)
+        } else {
+            4096
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_size_defaults_to_4096_within_the_training_context() {
+        use super::context_size;
+        assert_eq!(context_size(None, 0).unwrap(), 4096);
+        assert_eq!(context_size(None, 256).unwrap(), 256);
+        assert_eq!(context_size(None, 8192).unwrap(), 4096);
+        assert_eq!(context_size(Some(9000), 256).unwrap(), 9000);
+        let e = context_size(Some(0), 256).unwrap_err().to_string();
+        assert_eq!(e, "invalid --ctx-size: must be positive");
+    }
+}

@@ -21,7 +21,7 @@
 //! off by up to ~1e-7 absolute. f64 keeps every statistic within ~1e-13 of a
 //! naive f64 reference over a 49,152-token vocabulary.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::exp::exp_nonpos;
@@ -63,7 +63,10 @@ pub enum MetricsError {
 
 /// Statistics of one response token under both models (METHOD.md §1).
 /// Log-probabilities and divergences are in nats.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+///
+/// Deserialized (from `dlogp score` rows, by `analysis::read_scores`), the
+/// ranks may be absent and read as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TokenMetrics {
     /// log π_B(y_t)
     pub logp_base: f64,
@@ -82,8 +85,10 @@ pub struct TokenMetrics {
     /// ½ (kl + kl_r)
     pub js: f64,
     /// Vocabulary entries with a strictly larger base logit (0 = argmax).
+    #[serde(default)]
     pub rank_base: u32,
     /// Vocabulary entries with a strictly larger RL logit (0 = argmax).
+    #[serde(default)]
     pub rank_rl: u32,
 }
 
