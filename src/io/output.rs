@@ -14,13 +14,16 @@ use std::sync::{Mutex, Once};
 
 use tempfile::NamedTempFile;
 
-/// A buffered output that is either stdout or a file committed atomically.
+/// A buffered output: stdout, a file committed atomically, or a device.
 pub enum Output {
     Stdout(BufWriter<io::Stdout>),
     File {
         temp: BufWriter<Temp>,
         path: PathBuf,
     },
+    /// A device, FIFO or socket (`/dev/null`, a named pipe): written in
+    /// place, since renaming a file over it would replace it.
+    Special(BufWriter<std::fs::File>),
 }
 
 /// A registered temporary file (see [`install_signal_cleanup`]); dropping it
@@ -67,6 +70,10 @@ impl Output {
         if is_std_stream(path) {
             return Ok(Output::Stdout(BufWriter::new(io::stdout())));
         }
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            return Ok(Output::Special(BufWriter::new(f)));
+        }
         let temp = Temp {
             file: Some(temp_beside(path)?),
         };
@@ -81,6 +88,7 @@ impl Output {
     pub fn commit(self) -> io::Result<()> {
         match self {
             Output::Stdout(mut w) => w.flush(),
+            Output::Special(mut w) => w.flush(),
             Output::File { temp, path } => {
                 let mut temp = temp.into_inner().map_err(|e| e.into_error())?;
                 match temp.file.take() {
@@ -96,6 +104,7 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::Stdout(w) => w.write(buf),
+            Output::Special(w) => w.write(buf),
             Output::File { temp, .. } => temp.write(buf),
         }
     }
@@ -103,6 +112,7 @@ impl Write for Output {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(w) => w.write_all(buf),
+            Output::Special(w) => w.write_all(buf),
             Output::File { temp, .. } => temp.write_all(buf),
         }
     }
@@ -110,6 +120,7 @@ impl Write for Output {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Output::Stdout(w) => w.flush(),
+            Output::Special(w) => w.flush(),
             Output::File { temp, .. } => temp.flush(),
         }
     }
@@ -381,6 +392,19 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(names(dir.path()).len(), 0, "temp file removed");
         assert!(!live_temps().iter().any(|p| p.starts_with(dir.path())));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let null = Path::new("/dev/null");
+        write_atomic(null, b"discarded").unwrap();
+        let m = std::fs::metadata(null).unwrap();
+        assert!(
+            m.file_type().is_char_device(),
+            "/dev/null is still a device"
+        );
     }
 
     #[test]
