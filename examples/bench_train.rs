@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::Device;
-use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy};
+use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy, THREAD_ENV};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (seq_len, steps, rank, threads) = (arg(2, 128), arg(3, 3), arg(4, 16), arg(5, 1));
-    init_threads(1);
+    for key in THREAD_ENV {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, "1");
+        }
+    }
+    init_threads();
     let t0 = Instant::now();
     let lora = LoraConfig::new(rank, 2.0 * rank as f32, &LoraTarget::ALL, None)?;
     let policy = Policy::load(&model, lora, 0, &Device::Cpu)?;

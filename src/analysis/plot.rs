@@ -6,10 +6,18 @@
 
 use std::path::Path;
 
+#[cfg(feature = "plots")]
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+#[cfg(feature = "plots")]
 use plotters::prelude::*;
 
+/// Whether this build draws charts (the `plots` feature). Without it the
+/// chart data still exists (and JSON/CSV outputs carry it); drawing is an
+/// error naming the feature.
+pub const ENABLED: bool = cfg!(feature = "plots");
+
 /// DejaVu Sans (Bitstream Vera license, assets/fonts/DejaVu-LICENSE.txt).
+#[cfg(feature = "plots")]
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// One line of a chart.
@@ -49,6 +57,8 @@ pub enum PlotError {
     Empty,
     #[error("drawing failed: {0}")]
     Draw(String),
+    #[error("this dlogp was built without charts\nhint: build with the default features (the `plots` feature) to draw them")]
+    Disabled,
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -57,6 +67,7 @@ pub enum PlotError {
     },
 }
 
+#[cfg(feature = "plots")]
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -67,16 +78,20 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
 ];
+#[cfg(feature = "plots")]
 const GREYS: [RGBColor; 3] = [
     RGBColor(60, 60, 60),
     RGBColor(130, 130, 130),
     RGBColor(180, 180, 180),
 ];
+#[cfg(feature = "plots")]
 const SIZE: (u32, u32) = (860, 540);
 
 /// `(low, high)` of an axis.
+#[cfg(feature = "plots")]
 type Span = (f64, f64);
 
+#[cfg(feature = "plots")]
 impl LinePlot {
     fn drawable(&self, (x, y): (f64, f64)) -> bool {
         x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0)
@@ -231,7 +246,17 @@ impl LinePlot {
         root.present().map_err(|e| err(&e))?;
         Ok(())
     }
+}
 
+#[cfg(not(feature = "plots"))]
+impl LinePlot {
+    /// The chart as an SVG document: this build has no charts.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        Err(PlotError::Disabled)
+    }
+}
+
+impl LinePlot {
     /// The chart as PNG bytes.
     pub fn to_png(&self) -> Result<Vec<u8>, PlotError> {
         svg_to_png(&self.to_svg()?)
@@ -259,8 +284,12 @@ impl LinePlot {
     }
 }
 
-/// Checks that a plot path has a supported extension (before any work).
+/// Checks that a plot path has a supported extension and that this build
+/// draws charts (before any work).
 pub fn check_plot_path(path: &Path) -> Result<(), PlotError> {
+    if !ENABLED {
+        return Err(PlotError::Disabled);
+    }
     match path
         .extension()
         .and_then(|e| e.to_str())
@@ -275,6 +304,13 @@ pub fn check_plot_path(path: &Path) -> Result<(), PlotError> {
 }
 
 /// Rasterises an SVG with the embedded font.
+#[cfg(not(feature = "plots"))]
+pub fn svg_to_png(_svg: &str) -> Result<Vec<u8>, PlotError> {
+    Err(PlotError::Disabled)
+}
+
+/// Rasterises an SVG with the embedded font.
+#[cfg(feature = "plots")]
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, PlotError> {
     use resvg::{tiny_skia, usvg};
     let mut options = usvg::Options::default();
@@ -293,7 +329,7 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, PlotError> {
         .map_err(|e| PlotError::Draw(e.to_string()))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "plots"))]
 mod tests {
     use super::*;
 

@@ -121,7 +121,7 @@ impl std::fmt::Display for Metric {
 /// Why score rows could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{source_name}:{line}: {reason}\nhint: analyze reads the per-token rows `dlogp score` writes for a pair (--base and --rl/--rl-lora)")]
+    #[error("{source_name}:{line}: {reason}\nhint: analyze reads the per-token rows `dlogp score` writes for a pair (`base_model` and `rl_model`/`rl_lora`)")]
     Row {
         source_name: String,
         line: usize,

@@ -627,6 +627,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "plots")]
     fn reports_render_and_escape() {
         let a = analyze(&sets(), &AnalysisOptions::default());
         let md = a.to_markdown(&HashMap::from([(

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{load_bench, DataArgs, SamplingArgs};
+use crate::analysis::plot;
 use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
 use crate::decode::Mode;
@@ -190,6 +191,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         PlotFormat::Png => "png",
     };
     if let Some(dir) = &args.plots {
+        if !plot::ENABLED {
+            return Err(plot::PlotError::Disabled.into());
+        }
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
         for m in Metric::ALL {
@@ -201,7 +205,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(html)) = (&args.report, report_kind) {
         let text = if html {
             let mut svgs = HashMap::new();
-            for m in Metric::ALL {
+            for m in Metric::ALL.into_iter().filter(|_| plot::ENABLED) {
                 if let Some(p) = analysis.histogram_plot(m) {
                     svgs.insert(m, p.to_svg()?);
                 }
@@ -214,10 +218,12 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 .unwrap_or("report");
             let dir_name = format!("{stem}_plots");
             let dir = path.with_file_name(&dir_name);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("{}: could not create", dir.display()))?;
+            if plot::ENABLED {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("{}: could not create", dir.display()))?;
+            }
             let mut links = HashMap::new();
-            for m in Metric::ALL {
+            for m in Metric::ALL.into_iter().filter(|_| plot::ENABLED) {
                 if let Some(p) = analysis.histogram_plot(m) {
                     p.save(&dir.join(format!("{m}.{ext}")))?;
                     links.insert(m, format!("{dir_name}/{m}.{ext}"));

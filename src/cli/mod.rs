@@ -151,20 +151,98 @@ pub fn report_error(err: &anyhow::Error) {
 /// something new (many errors already include their source's text, which
 /// would otherwise print twice).
 fn error_lines(err: &anyhow::Error) -> Vec<String> {
-    let mut lines = vec![format!("error: {err}")];
+    let mut lines = vec![format!("error: {}", flags(&err.to_string()))];
     let mut shown = err.to_string();
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
         if !shown.contains(&text) {
-            lines.push(format!("  caused by: {text}"));
+            lines.push(format!("  caused by: {}", flags(&text)));
         }
         shown = text;
     }
     lines
 }
 
+/// Library errors name settings by key (`` `ctx_size` ``), never by a flag:
+/// the same text reaches HTTP clients and C hosts. The command line names
+/// them by the flag that sets them.
+const SETTING_FLAGS: &[(&str, &str)] = &[
+    ("alpha", "--alpha"),
+    ("answer_field", "--answer-field"),
+    ("base_model", "--base"),
+    ("batch_size", "--batch-size"),
+    ("calibrate", "--calibrate"),
+    ("ctx_size", "--ctx-size"),
+    ("group_size", "--group-size"),
+    ("k", "-k"),
+    ("layers", "--layers"),
+    ("lora_scale", "--lora-scale"),
+    ("lr", "--lr"),
+    ("max_draw_factor", "--max-draw-factor"),
+    ("max_tokens", "--max-tokens"),
+    ("modes", "--modes"),
+    ("overlong_buffer", "--overlong-buffer"),
+    ("preset", "--preset"),
+    ("prompts_per_step", "--prompts-per-step"),
+    ("question_field", "--question-field"),
+    ("rank", "--rank"),
+    ("raw", "--raw"),
+    ("restart", "--restart"),
+    ("reweight_strength", "--reweight-strength"),
+    ("rl_lora", "--rl-lora"),
+    ("rl_model", "--rl"),
+    ("sequences", "--sequences"),
+    ("steps", "--steps"),
+    ("targets", "--targets"),
+    ("taus", "--taus"),
+    ("train_threads", "--train-threads"),
+    ("truncate", "--truncate"),
+    ("updates_per_step", "--updates-per-step"),
+];
+
+/// `text` with every `` `key` `` of [`SETTING_FLAGS`] replaced by its flag.
+fn flags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        let key = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..open]);
+        match SETTING_FLAGS.iter().find(|(k, _)| *k == key) {
+            Some((_, flag)) => out.push_str(flag),
+            None => out.push_str(&rest[open..open + len + 2]),
+        }
+        rest = &rest[open + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn setting_keys_become_flags_and_other_quotes_stay() {
+        assert_eq!(
+            super::flags("invalid `ctx_size`: must be positive"),
+            "invalid --ctx-size: must be positive"
+        );
+        assert_eq!(
+            super::flags("hint: pass `rl_model` FILE or `rl_lora` FILE, mode `rl` needs `x"),
+            "hint: pass --rl FILE or --rl-lora FILE, mode `rl` needs `x"
+        );
+        assert_eq!(
+            super::flags("invalid `batch_size`/`ctx_size`/`sequences`: must be positive"),
+            "invalid --batch-size/--ctx-size/--sequences: must be positive"
+        );
+        let e = anyhow::Error::new(crate::runtime::context_size(Some(0), 0).unwrap_err());
+        assert_eq!(
+            super::error_lines(&e),
+            vec!["error: invalid --ctx-size: must be positive"]
+        );
+    }
+
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");

@@ -21,6 +21,7 @@ use crate::train::optim::AdamWConfig;
 use crate::train::rollout::Rollout;
 use crate::train::{
     default_device, init_threads, LoraConfig, LoraTarget, Reweight, TrainSettings, Trainer,
+    THREAD_ENV,
 };
 
 #[derive(Debug, Args)]
@@ -290,7 +291,12 @@ fn progress_bar(steps: u64, done: u64, quiet: bool) -> ProgressBar {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // before any other thread exists: candle reads these once
-    init_threads(1);
+    for key in THREAD_ENV {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, "1");
+        }
+    }
+    init_threads();
     let settings = args.settings()?;
     let tasks = args.tasks()?;
     if tasks.is_empty() {

@@ -70,12 +70,7 @@ impl Proposer {
     }
 }
 
-/// One side of a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Base,
-    Rl,
-}
+pub use crate::sampler::Side;
 
 /// The paper's settings (METHOD.md §3, §5), the defaults everywhere.
 pub mod defaults {

@@ -10,73 +10,27 @@
 //! [`JobSource`] hands out [`Job`]s (each with its own configuration, limits
 //! and log-prob request) whenever a sequence slot is free, receives every
 //! generated position as it is decided, and can cancel a job at any time.
+//!
+//! The engine is a scheduler over per-sequence state ([`Slot`]): the
+//! llama.cpp side (batches, the two contexts, slots) is one
+//! [`PairSession`]; a speculative iteration is three steps over plain data
+//! ([`Engine::draft`], [`Engine::verify`], [`Engine::accept_drafts`]) and
+//! [`Engine::advance`] feeds decided tokens to both models; every decision is
+//! [`step`]'s; text assembly is [`TextStream`]'s.
 
 use crate::runtime::{
-    decode_both, ContextOptions, Feed, LlamaToken, Model, ModelPair, RuntimeError, Session,
+    ContextOptions, Feed, LlamaToken, Model, ModelPair, PairSession, RuntimeError, Session,
 };
-use crate::sampler::log_softmax;
+use crate::sampler::{log_softmax, Pair, Side};
 
-use super::config::{DecodeConfig, Side};
-use super::job::{token_logprobs, Job, JobSource, Requests, TokenEvent};
+use super::config::DecodeConfig;
+use super::job::{
+    token_logprobs, Finish, Generation, Job, JobSource, Request, Requests, TokenEvent, TraceEntry,
+};
 use super::par::par_map;
-use super::step::{self, Decision};
+use super::step::{self, Decided};
 use super::text::TextStream;
 use super::DecodeError;
-
-/// One prompt to continue; `key` identifies it in the random keys (use
-/// `prompt_index * samples + sample`), so results do not depend on order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub key: u64,
-    pub prompt: Vec<LlamaToken>,
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finish {
-    /// An end-of-generation token.
-    Eog,
-    /// `max_tokens` reached.
-    Length,
-    /// A stop string appeared (it is cut from the text).
-    Stop,
-    /// The context is full.
-    Context,
-    /// The [`JobSource`] withdrew the job (e.g. its client went away).
-    Cancelled,
-}
-
-/// One generated position.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct TraceEntry {
-    pub position: usize,
-    pub proposed: u32,
-    pub chosen: u32,
-    pub gate: bool,
-    pub dlogp: Option<f64>,
-}
-
-/// A finished generation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generation {
-    /// Index into the requests.
-    pub request: usize,
-    pub tokens: Vec<LlamaToken>,
-    pub text: String,
-    pub trace: Vec<TraceEntry>,
-    pub finish: Finish,
-}
-
-impl Generation {
-    /// Share of positions where the gate fired.
-    pub fn replacement_ratio(&self) -> f64 {
-        if self.trace.is_empty() {
-            return 0.0;
-        }
-        self.trace.iter().filter(|t| t.gate).count() as f64 / self.trace.len() as f64
-    }
-}
 
 /// Engine limits and scheduling.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,14 +64,9 @@ type LogProbs = Option<Vec<f64>>;
 
 /// What one sequence's next decision needs: its configuration, log-probs of
 /// each model, the request key and the position.
-type StepInput<'a> = (
-    &'a DecodeConfig,
-    Option<&'a [f64]>,
-    Option<&'a [f64]>,
-    u64,
-    u64,
-);
+type StepInput<'a> = (&'a DecodeConfig, Pair<Option<&'a [f64]>>, u64, u64);
 
+/// One running sequence.
 struct Slot {
     id: u64,
     key: u64,
@@ -130,22 +79,32 @@ struct Slot {
     gen: Vec<LlamaToken>,
     text: TextStream,
     trace: Vec<TraceEntry>,
-    lp_base: Option<Vec<f64>>,
-    lp_rl: Option<Vec<f64>>,
+    /// Each model's log-probs of the next token.
+    lp: Pair<LogProbs>,
     finish: Option<Finish>,
+}
+
+/// One sequence's draft: the proposed tokens, and each model's log-probs at
+/// every draft position and one past the last (`tokens.len() + 1` each once
+/// verified).
+struct Draft {
+    tokens: Vec<u32>,
+    proposer: Vec<Vec<f64>>,
+    verifier: Vec<Vec<f64>>,
+    /// Most tokens this sequence may draft (context and length limits).
+    max_len: usize,
 }
 
 /// Decodes requests on one model or a pair.
 pub struct Engine<'m> {
     timing: [std::time::Duration; 4],
-    /// Decode the two models at once (lockstep: half the threads each).
-    /// Speculative decoding gives each model all threads and never runs
-    /// them at once: llama.cpp's spinning thread barriers collapse when
-    /// oversubscribed (a 69-token prefill took 1 s instead of 0.25 s).
-    concurrent: bool,
     model: &'m Model,
-    base: Option<Session<'m>>,
-    rl: Option<Session<'m>>,
+    /// The two contexts and the sequence slots. Lockstep decodes both models
+    /// at once (half the threads each); speculative decoding gives each model
+    /// all threads and never runs them at once: llama.cpp's spinning thread
+    /// barriers collapse when oversubscribed (a 69-token prefill took 1 s
+    /// instead of 0.25 s).
+    sessions: PairSession<'m>,
     cfg: DecodeConfig,
     opts: EngineOptions,
 }
@@ -228,11 +187,9 @@ impl<'m> Engine<'m> {
             _ => None,
         };
         Ok(Engine {
-            concurrent: both && !speculative,
+            sessions: PairSession::new(Pair::new(base, rl), n_seq, both && !speculative),
             timing: Default::default(),
             model,
-            base,
-            rl,
             cfg,
             opts,
         })
@@ -281,13 +238,10 @@ impl<'m> Engine<'m> {
     /// of the numerics ends the whole loop; the jobs then running get no
     /// [`JobSource::done`].
     pub fn serve<S: JobSource>(&mut self, source: &mut S) -> Result<(), DecodeError> {
-        for s in [&mut self.base, &mut self.rl].into_iter().flatten() {
-            s.clear();
-        }
-        let mut free: Vec<u32> = (0..self.opts.n_seq.max(1)).rev().collect();
+        self.sessions.reset();
         let mut slots: Vec<Slot> = Vec::new();
         loop {
-            while !free.is_empty() {
+            while self.sessions.has_free() {
                 let Some(job) = source.next_job(slots.is_empty()) else {
                     break;
                 };
@@ -295,7 +249,9 @@ impl<'m> Engine<'m> {
                     source.rejected(job.id, e);
                     continue;
                 }
-                let Some(seq) = free.pop() else { break };
+                let Some(seq) = self.sessions.acquire() else {
+                    break;
+                };
                 let slot = self.prefill(job, seq)?;
                 slots.push(slot);
             }
@@ -320,10 +276,7 @@ impl<'m> Engine<'m> {
             while k < slots.len() {
                 if let Some(finish) = slots[k].finish {
                     let s = slots.remove(k);
-                    for sess in [&mut self.base, &mut self.rl].into_iter().flatten() {
-                        sess.trim(s.seq, 0)?;
-                    }
-                    free.push(s.seq);
+                    self.sessions.release(s.seq)?;
                     source.done(
                         s.id,
                         Generation {
@@ -359,10 +312,10 @@ impl<'m> Engine<'m> {
                 "max_tokens must be at least 1".to_string(),
             ));
         }
-        if job.cfg.needs_rl() && self.rl.is_none() {
+        if job.cfg.needs_rl() && !self.sessions.has(Side::Rl) {
             return Err(DecodeError::NeedsRl(job.cfg.mode()));
         }
-        if job.cfg.needs_base() && self.base.is_none() {
+        if job.cfg.needs_base() && !self.sessions.has(Side::Base) {
             return Err(DecodeError::Invalid(format!(
                 "mode `{:?}` needs the base model, which this engine does not evaluate",
                 job.cfg.mode()
@@ -380,8 +333,8 @@ impl<'m> Engine<'m> {
             return false;
         };
         self.opts.draft > 1
-            && self.base.is_some()
-            && self.rl.is_some()
+            && self.sessions.has(Side::Base)
+            && self.sessions.has(Side::Rl)
             && slots.iter().all(|s| {
                 s.cfg.can_speculate() && s.cfg.proposer_side() == first.cfg.proposer_side()
             })
@@ -399,7 +352,11 @@ impl<'m> Engine<'m> {
             stop,
             logprobs,
         } = job;
-        let mut slot = Slot {
+        let t0 = std::time::Instant::now();
+        let last = self.sessions.prefill(seq, &prompt)?;
+        self.timing[0] += t0.elapsed();
+        let lp = self.read_lps(&[Side::Base, Side::Rl], &[last])?.pop();
+        Ok(Slot {
             id,
             key,
             cfg,
@@ -407,97 +364,35 @@ impl<'m> Engine<'m> {
             logprobs,
             prompt_len: prompt.len(),
             seq,
-            n_past: 0,
+            n_past: prompt.len() as u32,
             gen: Vec::new(),
             text: TextStream::new(stop),
             trace: Vec::new(),
-            lp_base: None,
-            lp_rl: None,
+            lp: lp.unwrap_or_default(),
             finish: None,
-        };
-        let chunk = self
-            .base
-            .as_ref()
-            .or(self.rl.as_ref())
-            .map_or(512, Session::n_batch);
-        let n = prompt.len();
-        for (c, tokens) in prompt.chunks(chunk).enumerate() {
-            let feeds: Vec<Feed> = tokens
-                .iter()
-                .enumerate()
-                .map(|(j, &token)| {
-                    let pos = c * chunk + j;
-                    Feed {
-                        token,
-                        pos: pos as u32,
-                        seq,
-                        logits: pos + 1 == n,
-                    }
-                })
-                .collect();
-            self.decode(&feeds, &feeds)?;
-        }
-        let last = (n - 1) % chunk;
-        let (mut base, mut rl) = self.read_lps_both(&[last])?;
-        slot.lp_base = base.pop().flatten();
-        slot.lp_rl = rl.pop().flatten();
-        slot.n_past = n as u32;
-        Ok(slot)
+        })
     }
 
-    /// Decode on the sessions the mode uses, concurrently when both.
-    fn decode(&mut self, base_feeds: &[Feed], rl_feeds: &[Feed]) -> Result<(), DecodeError> {
-        let t0 = std::time::Instant::now();
-        let r = self.decode_inner(base_feeds, rl_feeds);
-        self.timing[0] += t0.elapsed();
-        tracing::trace!(
-            "decode both: {} tokens in {:.2?}",
-            base_feeds.len(),
-            t0.elapsed()
-        );
-        r
-    }
-
-    fn decode_inner(&mut self, base_feeds: &[Feed], rl_feeds: &[Feed]) -> Result<(), DecodeError> {
-        match (&mut self.base, &mut self.rl) {
-            (Some(b), Some(r)) if self.concurrent => decode_both(b, base_feeds, r, rl_feeds)?,
-            (Some(b), Some(r)) => {
-                b.decode(base_feeds)?;
-                r.decode(rl_feeds)?;
-            }
-            (Some(b), None) => b.decode(base_feeds)?,
-            (None, Some(r)) => r.decode(rl_feeds)?,
-            (None, None) => {}
-        }
-        Ok(())
-    }
-
-    fn session(&mut self, side: Side) -> Option<&mut Session<'m>> {
-        match side {
-            Side::Base => self.base.as_mut(),
-            Side::Rl => self.rl.as_mut(),
-        }
-    }
-
-    /// Full-vocabulary log-probs after each of the feeds `indices`, for each
-    /// of `sides`, all computed in parallel: one vector per side, `None`s for
-    /// a side the mode does not evaluate.
+    /// Full-vocabulary log-probs after each of the feeds `indices` of the
+    /// last decode, for each of `sides` that is evaluated (`None` for the
+    /// others), all computed in parallel; one pair per index.
     fn read_lps(
         &mut self,
         sides: &[Side],
         indices: &[usize],
-    ) -> Result<Vec<Vec<LogProbs>>, DecodeError> {
+    ) -> Result<Vec<Pair<LogProbs>>, DecodeError> {
         let t0 = std::time::Instant::now();
         let mut logits: Vec<&[f32]> = Vec::with_capacity(sides.len() * indices.len());
-        let mut evaluated = Vec::with_capacity(sides.len());
+        let mut read = Vec::with_capacity(sides.len());
         for &side in sides {
-            let session = match side {
-                Side::Base => self.base.as_ref(),
-                Side::Rl => self.rl.as_ref(),
-            };
-            evaluated.push(session.is_some());
-            if let Some(s) = session {
-                logits.extend(indices.iter().map(|&i| s.logits(i)));
+            let before = logits.len();
+            logits.extend(
+                indices
+                    .iter()
+                    .filter_map(|&i| self.sessions.logits(side, i)),
+            );
+            if logits.len() > before {
+                read.push(side);
             }
         }
         let lps = par_map(&logits, self.opts.threads, |l| {
@@ -507,49 +402,44 @@ impl<'m> Engine<'m> {
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| DecodeError::Numerics(e.to_string()))?;
+        let mut out: Vec<Pair<LogProbs>> = vec![Pair::default(); indices.len()];
         let mut lps = lps.into_iter();
-        let out = evaluated
-            .into_iter()
-            .map(|e| {
-                (0..indices.len())
-                    .map(|_| if e { lps.next() } else { None })
-                    .collect()
-            })
-            .collect();
+        for side in read {
+            for o in &mut out {
+                *o.get_mut(side) = lps.next();
+            }
+        }
         self.timing[3] += t0.elapsed();
         Ok(out)
     }
 
-    /// [`Engine::read_lps`] for base and RL.
-    fn read_lps_both(
-        &mut self,
-        indices: &[usize],
-    ) -> Result<(Vec<LogProbs>, Vec<LogProbs>), DecodeError> {
-        let mut both = self.read_lps(&[Side::Base, Side::Rl], indices)?;
-        let rl = both.pop().unwrap_or_default();
-        let base = both.pop().unwrap_or_default();
-        Ok((base, rl))
+    /// [`Engine::read_lps`] for one side, which must be evaluated.
+    fn read_side(&mut self, side: Side, indices: &[usize]) -> Result<Vec<Vec<f64>>, DecodeError> {
+        self.read_lps(&[side], indices)?
+            .into_iter()
+            .map(|mut p| p.get_mut(side).take().ok_or_else(missing_lps))
+            .collect()
     }
 
     /// Record a decision; returns whether the sequence is finished.
-    /// `lp_base` / `lp_rl` are the log-probs the decision was made from.
+    /// `lp` are the log-probs the decision was made from.
     fn accept<S: JobSource>(
         &self,
         slot: &mut Slot,
-        d: Decision,
-        lp_base: Option<&[f64]>,
-        lp_rl: Option<&[f64]>,
+        d: Decided,
+        lp: Pair<Option<&[f64]>>,
         source: &mut S,
     ) -> Result<bool, DecodeError> {
+        let decision = d.decision;
         let trace = TraceEntry {
             position: slot.gen.len(),
-            proposed: d.proposed,
-            chosen: d.chosen,
-            gate: d.fired,
-            dlogp: d.dlogp,
+            proposed: decision.proposed,
+            chosen: decision.chosen,
+            gate: decision.fired,
+            dlogp: decision.dlogp,
         };
         slot.trace.push(trace);
-        let token = LlamaToken(d.chosen as i32);
+        let token = LlamaToken(decision.chosen as i32);
         let eog = self.model.is_eog(token);
         if eog {
             slot.finish = Some(Finish::Eog);
@@ -567,22 +457,49 @@ impl<'m> Engine<'m> {
         // Stream what no stop string can still cut.
         let text = slot.text.release(slot.finish.is_some());
         let logprobs = match slot.logprobs {
-            Some(n) => Some(token_logprobs(&slot.cfg, &d, lp_base, lp_rl, n)?),
+            Some(n) => Some(token_logprobs(&slot.cfg, &d, lp, n)?),
             None => None,
         };
-        let chosen = d.chosen as usize;
+        let chosen = decision.chosen as usize;
         source.token(
             slot.id,
             &TokenEvent {
                 trace,
                 eog,
-                logprob_base: lp_base.map(|lp| lp[chosen]),
-                logprob_rl: lp_rl.map(|lp| lp[chosen]),
+                logprob_base: lp.base.map(|lp| lp[chosen]),
+                logprob_rl: lp.rl.map(|lp| lp[chosen]),
                 logprobs,
                 text,
             },
         );
         Ok(slot.finish.is_some())
+    }
+
+    /// Feed each `(slot, token)` to every model at the slot's next position
+    /// and keep the log-probs that follow.
+    fn advance(&mut self, slots: &mut [Slot], tokens: &[(usize, u32)]) -> Result<(), DecodeError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let feeds: Vec<Feed> = tokens
+            .iter()
+            .map(|&(k, token)| Feed {
+                token: LlamaToken(token as i32),
+                pos: slots[k].n_past,
+                seq: slots[k].seq,
+                logits: true,
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        self.sessions.decode(&feeds)?;
+        self.timing[0] += t0.elapsed();
+        let indices: Vec<usize> = (0..tokens.len()).collect();
+        let lps = self.read_lps(&[Side::Base, Side::Rl], &indices)?;
+        for (&(k, _), lp) in tokens.iter().zip(lps) {
+            slots[k].lp = lp;
+            slots[k].n_past += 1;
+        }
+        Ok(())
     }
 
     /// Both models (or the one the mode uses) at every token.
@@ -593,102 +510,72 @@ impl<'m> Engine<'m> {
     ) -> Result<(), DecodeError> {
         let inputs: Vec<StepInput<'_>> = slots
             .iter()
-            .map(|s| {
-                (
-                    &s.cfg,
-                    s.lp_base.as_deref(),
-                    s.lp_rl.as_deref(),
-                    s.key,
-                    s.gen.len() as u64,
-                )
-            })
+            .map(|s| (&s.cfg, s.lp.as_deref(), s.key, s.gen.len() as u64))
             .collect();
-        let decisions = par_map(&inputs, self.opts.threads, |&(cfg, b, r, key, pos)| {
-            step::step(cfg, b, r, key, pos)
+        let decisions = par_map(&inputs, self.opts.threads, |&(cfg, lp, key, pos)| {
+            step::step(cfg, lp, key, pos)
         });
-        let mut feeds = Vec::with_capacity(slots.len());
-        let mut fed = Vec::with_capacity(slots.len());
+        let mut next = Vec::with_capacity(slots.len());
         for (k, (slot, d)) in slots.iter_mut().zip(decisions).enumerate() {
             let d = d?;
-            let (lb, lr) = (slot.lp_base.take(), slot.lp_rl.take());
-            if !self.accept(slot, d, lb.as_deref(), lr.as_deref(), source)? {
-                feeds.push(Feed {
-                    token: LlamaToken(d.chosen as i32),
-                    pos: slot.n_past,
-                    seq: slot.seq,
-                    logits: true,
-                });
-                fed.push(k);
+            let chosen = d.decision.chosen;
+            let lp = slot.lp.take();
+            if !self.accept(slot, d, lp.as_deref(), source)? {
+                next.push((k, chosen));
             }
         }
-        if feeds.is_empty() {
-            return Ok(());
-        }
-        self.decode(&feeds, &feeds)?;
-        let indices: Vec<usize> = (0..fed.len()).collect();
-        let (base, rl) = self.read_lps_both(&indices)?;
-        for ((&k, b), r) in fed.iter().zip(base).zip(rl) {
-            slots[k].lp_base = b;
-            slots[k].lp_rl = r;
-            slots[k].n_past += 1;
-        }
-        Ok(())
+        self.advance(slots, &next)
     }
 
-    /// Draft with the proposer, verify with the other model in one batch.
+    /// Draft with the proposer, verify with the other model in one batch,
+    /// keep the drafts up to the first decision that differs, and feed the
+    /// re-sampled tokens.
     fn speculative_iteration<S: JobSource>(
         &mut self,
         slots: &mut [Slot],
         source: &mut S,
     ) -> Result<(), DecodeError> {
-        let p_side = slots
+        let proposer = slots
             .first()
             .and_then(|s| s.cfg.proposer_side())
             .unwrap_or(Side::Base);
-        let o_side = match p_side {
-            Side::Base => Side::Rl,
-            Side::Rl => Side::Base,
-        };
-        let take_lp = |slot: &mut Slot, side: Side| match side {
-            Side::Base => slot.lp_base.take(),
-            Side::Rl => slot.lp_rl.take(),
-        };
-        let n = slots.len();
-        let mut kmax = vec![0usize; n];
-        let mut lp_p: Vec<Vec<Vec<f64>>> = Vec::with_capacity(n);
-        let mut lp_o: Vec<Vec<Vec<f64>>> = Vec::with_capacity(n);
-        let mut drafts: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (k, slot) in slots.iter_mut().enumerate() {
+        let mut drafts = self.draft(slots, proposer)?;
+        self.verify(slots, &mut drafts, proposer.other())?;
+        let fixes = self.accept_drafts(slots, drafts, proposer, source)?;
+        self.advance(slots, &fixes)
+    }
+
+    /// Up to K proposals per sequence: one proposer decode per draft
+    /// position, all sequences at once. Takes the slots' log-probs.
+    fn draft(&mut self, slots: &mut [Slot], proposer: Side) -> Result<Vec<Draft>, DecodeError> {
+        let mut drafts = Vec::with_capacity(slots.len());
+        for slot in slots.iter_mut() {
             let room_ctx = (self.opts.n_ctx as usize).saturating_sub(slot.n_past as usize);
             let room_len = slot.max_tokens.saturating_sub(slot.gen.len());
-            kmax[k] = self.opts.draft.min(room_ctx).min(room_len).max(1);
-            let p =
-                take_lp(slot, p_side).ok_or(DecodeError::Numerics("missing log-probs".into()))?;
-            let o =
-                take_lp(slot, o_side).ok_or(DecodeError::Numerics("missing log-probs".into()))?;
-            lp_p.push(vec![p]);
-            lp_o.push(vec![o]);
+            let (p, o) = slot.lp.take().split(proposer);
+            drafts.push(Draft {
+                tokens: Vec::with_capacity(self.opts.draft),
+                proposer: vec![p.ok_or_else(missing_lps)?],
+                verifier: vec![o.ok_or_else(missing_lps)?],
+                max_len: self.opts.draft.min(room_ctx).min(room_len).max(1),
+            });
         }
-
-        // Draft: one proposer decode per draft position, all sequences at once.
         for j in 0..self.opts.draft {
-            let who: Vec<usize> = (0..slots.len()).filter(|&k| j < kmax[k]).collect();
+            let who: Vec<usize> = (0..slots.len())
+                .filter(|&k| j < drafts[k].max_len)
+                .collect();
             if who.is_empty() {
                 break;
             }
             let proposals = par_map(&who, self.opts.threads, |&k| {
                 let slot = &slots[k];
-                step::propose(
-                    &slot.cfg,
-                    &lp_p[k][j],
-                    slot.key,
-                    (slot.gen.len() + j) as u64,
-                )
+                let pos = (slot.gen.len() + j) as u64;
+                step::propose(&slot.cfg, &drafts[k].proposer[j], slot.key, pos)
             });
             let mut feeds = Vec::with_capacity(who.len());
             for (&k, d) in who.iter().zip(proposals) {
                 let d = d?;
-                drafts[k].push(d);
+                drafts[k].tokens.push(d);
                 feeds.push(Feed {
                     token: LlamaToken(d as i32),
                     pos: slots[k].n_past + j as u32,
@@ -697,24 +584,28 @@ impl<'m> Engine<'m> {
                 });
             }
             let t0 = std::time::Instant::now();
-            self.session(p_side)
-                .ok_or(DecodeError::Numerics("no proposer session".into()))?
-                .decode(&feeds)?;
+            self.sessions.decode_side(proposer, &feeds)?;
             self.timing[1] += t0.elapsed();
             let indices: Vec<usize> = (0..who.len()).collect();
-            for (&k, lp) in who
-                .iter()
-                .zip(self.read_lps(&[p_side], &indices)?.swap_remove(0))
-            {
-                lp_p[k].push(lp.unwrap_or_default());
+            for (&k, lp) in who.iter().zip(self.read_side(proposer, &indices)?) {
+                drafts[k].proposer.push(lp);
             }
         }
+        Ok(drafts)
+    }
 
-        // Verify: the other model scores every draft in one batch.
+    /// The other model scores every draft token of every sequence in one
+    /// batch.
+    fn verify(
+        &mut self,
+        slots: &[Slot],
+        drafts: &mut [Draft],
+        verifier: Side,
+    ) -> Result<(), DecodeError> {
         let mut feeds = Vec::new();
         let mut owner = Vec::new();
-        for (k, slot) in slots.iter().enumerate() {
-            for (j, &d) in drafts[k].iter().enumerate() {
+        for (k, (slot, draft)) in slots.iter().zip(drafts.iter()).enumerate() {
+            for (j, &d) in draft.tokens.iter().enumerate() {
                 feeds.push(Feed {
                     token: LlamaToken(d as i32),
                     pos: slot.n_past + j as u32,
@@ -725,42 +616,42 @@ impl<'m> Engine<'m> {
             }
         }
         let t0 = std::time::Instant::now();
-        self.session(o_side)
-            .ok_or(DecodeError::Numerics("no verifier session".into()))?
-            .decode(&feeds)?;
+        self.sessions.decode_side(verifier, &feeds)?;
         self.timing[2] += t0.elapsed();
         let indices: Vec<usize> = (0..owner.len()).collect();
-        for (&k, lp) in owner
-            .iter()
-            .zip(self.read_lps(&[o_side], &indices)?.swap_remove(0))
-        {
-            lp_o[k].push(lp.unwrap_or_default());
+        for (&k, lp) in owner.iter().zip(self.read_side(verifier, &indices)?) {
+            drafts[k].verifier.push(lp);
         }
+        Ok(())
+    }
 
-        // Accept drafts up to the first decision that differs.
-        let mut fix = Vec::new();
-        for (k, slot) in slots.iter_mut().enumerate() {
-            let key = slot.key;
+    /// Decide every draft position in order and keep the drafts up to the
+    /// first decision that differs; there both caches are trimmed. Returns
+    /// the re-sampled tokens still to feed, as `(slot, token)`.
+    fn accept_drafts<S: JobSource>(
+        &mut self,
+        slots: &mut [Slot],
+        drafts: Vec<Draft>,
+        proposer: Side,
+        source: &mut S,
+    ) -> Result<Vec<(usize, u32)>, DecodeError> {
+        let mut fixes = Vec::new();
+        for (k, (slot, mut draft)) in slots.iter_mut().zip(drafts).enumerate() {
             let start = slot.n_past;
             let mut cut = None;
-            for (j, &draft) in drafts[k].iter().enumerate() {
-                let (lb, lr) = match p_side {
-                    Side::Base => (&lp_p[k][j], &lp_o[k][j]),
-                    Side::Rl => (&lp_o[k][j], &lp_p[k][j]),
-                };
-                let d = step::decide(
-                    &slot.cfg,
-                    Some(lb),
-                    Some(lr),
-                    draft,
-                    key,
-                    slot.gen.len() as u64,
-                )?;
-                if self.accept(slot, d, Some(lb), Some(lr), source)? {
+            for (j, &proposed) in draft.tokens.iter().enumerate() {
+                let lp = Pair::from_split(
+                    proposer,
+                    Some(&draft.proposer[j][..]),
+                    Some(&draft.verifier[j][..]),
+                );
+                let d = step::decide(&slot.cfg, lp, proposed, slot.key, slot.gen.len() as u64)?;
+                let chosen = d.decision.chosen;
+                if self.accept(slot, d, lp, source)? {
                     break;
                 }
-                if d.chosen != draft {
-                    cut = Some((j, d.chosen));
+                if chosen != proposed {
+                    cut = Some((j, chosen));
                     break;
                 }
             }
@@ -770,55 +661,27 @@ impl<'m> Engine<'m> {
             match cut {
                 Some((j, chosen)) => {
                     let at = start + j as u32;
-                    for side in [p_side, o_side] {
-                        if let Some(s) = self.session(side) {
-                            s.trim(slot.seq, at)?;
-                        }
-                    }
+                    self.sessions.trim(slot.seq, at)?;
                     slot.n_past = at;
-                    fix.push((k, chosen));
+                    fixes.push((k, chosen));
                 }
                 None => {
-                    let m = drafts[k].len();
+                    let m = draft.tokens.len();
                     slot.n_past = start + m as u32;
-                    let (p_last, o_last) = (lp_p[k].swap_remove(m), lp_o[k].swap_remove(m));
-                    match p_side {
-                        Side::Base => {
-                            slot.lp_base = Some(p_last);
-                            slot.lp_rl = Some(o_last);
-                        }
-                        Side::Rl => {
-                            slot.lp_rl = Some(p_last);
-                            slot.lp_base = Some(o_last);
-                        }
-                    }
+                    slot.lp = Pair::from_split(
+                        proposer,
+                        Some(draft.proposer.swap_remove(m)),
+                        Some(draft.verifier.swap_remove(m)),
+                    );
                 }
             }
         }
-
-        // Feed the re-sampled tokens to both models.
-        if fix.is_empty() {
-            return Ok(());
-        }
-        let feeds: Vec<Feed> = fix
-            .iter()
-            .map(|&(k, chosen)| Feed {
-                token: LlamaToken(chosen as i32),
-                pos: slots[k].n_past,
-                seq: slots[k].seq,
-                logits: true,
-            })
-            .collect();
-        self.decode(&feeds, &feeds)?;
-        let indices: Vec<usize> = (0..fix.len()).collect();
-        let (base, rl) = self.read_lps_both(&indices)?;
-        for ((&(k, _), b), r) in fix.iter().zip(base).zip(rl) {
-            slots[k].lp_base = b;
-            slots[k].lp_rl = r;
-            slots[k].n_past += 1;
-        }
-        Ok(())
+        Ok(fixes)
     }
+}
+
+fn missing_lps() -> DecodeError {
+    DecodeError::Numerics("missing log-probs".into())
 }
 
 impl From<RuntimeError> for DecodeError {

@@ -1,14 +1,71 @@
-//! What [`Engine::serve`](super::Engine::serve) decodes: [`Job`]s from a [`JobSource`], which
-//! hears about every decided position ([`TokenEvent`], with log-probs when
-//! asked) and may cancel a job; and the source [`Engine::run`](super::Engine::run) uses.
+//! What the engine decodes and what comes out, as plain data:
+//! [`Request`]s and [`Job`]s in, [`TokenEvent`]s, [`Generation`]s and their
+//! [`Finish`] out. [`Engine::serve`](super::Engine::serve) takes jobs from a
+//! [`JobSource`], which hears about every decided position (with log-probs
+//! when asked) and may cancel a job; [`Requests`] is the source
+//! [`Engine::run`](super::Engine::run) uses. Nothing here depends on the engine.
 
-use crate::sampler::extrapolate;
-
-use super::config::{DecodeConfig, Mode, Side};
-use super::engine::{Generation, Request, TraceEntry};
-use super::step::Decision;
-use super::DecodeError;
 use crate::runtime::LlamaToken;
+use crate::sampler::{extrapolate, Pair, Side};
+
+use super::config::{DecodeConfig, Mode};
+use super::step::Decided;
+use super::DecodeError;
+
+/// One prompt to continue; `key` identifies it in the random keys (use
+/// `prompt_index * samples + sample`), so results do not depend on order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub key: u64,
+    pub prompt: Vec<LlamaToken>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// An end-of-generation token.
+    Eog,
+    /// `max_tokens` reached.
+    Length,
+    /// A stop string appeared (it is cut from the text).
+    Stop,
+    /// The context is full.
+    Context,
+    /// The [`JobSource`] withdrew the job (e.g. its client went away).
+    Cancelled,
+}
+
+/// One generated position.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TraceEntry {
+    pub position: usize,
+    pub proposed: u32,
+    pub chosen: u32,
+    pub gate: bool,
+    pub dlogp: Option<f64>,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Index into the requests.
+    pub request: usize,
+    pub tokens: Vec<LlamaToken>,
+    pub text: String,
+    pub trace: Vec<TraceEntry>,
+    pub finish: Finish,
+}
+
+impl Generation {
+    /// Share of positions where the gate fired.
+    pub fn replacement_ratio(&self) -> f64 {
+        if self.trace.is_empty() {
+            return 0.0;
+        }
+        self.trace.iter().filter(|t| t.gate).count() as f64 / self.trace.len() as f64
+    }
+}
 
 /// A request with its own decoding settings, for [`Engine::serve`](super::Engine::serve).
 #[derive(Debug, Clone, PartialEq)]
@@ -126,33 +183,32 @@ where
 }
 
 /// The log-probs of a decided token under the distribution it was drawn
-/// from, and the `top` most likely tokens of that distribution.
+/// from, and the `top` most likely tokens of that distribution. Where the
+/// decision was drawn from π_X, its own π_X is used, never recomputed.
 pub(crate) fn token_logprobs(
     cfg: &DecodeConfig,
-    d: &Decision,
-    lp_base: Option<&[f64]>,
-    lp_rl: Option<&[f64]>,
+    d: &Decided,
+    lp: Pair<Option<&[f64]>>,
     top: usize,
 ) -> Result<TokenLogprobs, DecodeError> {
     use std::borrow::Cow;
     let missing = || DecodeError::Numerics("missing log-probs".to_string());
-    let lp: Cow<'_, [f64]> = match (cfg.mode(), d.fired) {
-        (Mode::Global, _) | (Mode::Extrapolate, true) => {
-            let (lb, lr) = (lp_base.ok_or_else(missing)?, lp_rl.ok_or_else(missing)?);
-            let mut lp_x = vec![0.0; lr.len()];
-            extrapolate(lr, lb, cfg.gamma(), &mut lp_x)?;
+    let lp: Cow<'_, [f64]> = match (cfg.mode(), d.decision.fired, &d.extrapolated) {
+        (Mode::Global, _, Some(lp_x)) | (Mode::Extrapolate, true, Some(lp_x)) => {
+            Cow::Borrowed(lp_x)
+        }
+        (Mode::Global, _, None) | (Mode::Extrapolate, true, None) => {
+            let both = lp.both().ok_or_else(missing)?;
+            let mut lp_x = vec![0.0; both.rl.len()];
+            extrapolate(both, cfg.gamma(), &mut lp_x)?;
             Cow::Owned(lp_x)
         }
-        (Mode::Replace, true) => Cow::Borrowed(lp_rl.ok_or_else(missing)?),
-        _ => Cow::Borrowed(
-            match cfg.proposer_side() {
-                Some(Side::Rl) => lp_rl,
-                _ => lp_base,
-            }
-            .ok_or_else(missing)?,
-        ),
+        (Mode::Replace, true, _) => Cow::Borrowed(lp.rl.ok_or_else(missing)?),
+        _ => {
+            Cow::Borrowed((*lp.get(cfg.proposer_side().unwrap_or(Side::Base))).ok_or_else(missing)?)
+        }
     };
-    let logprob = lp[d.chosen as usize];
+    let logprob = lp[d.decision.chosen as usize];
     let mut all: Vec<(u32, f64)> = lp.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
     let top = top.min(all.len());
     let by_lp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));

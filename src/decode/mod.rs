@@ -13,8 +13,8 @@ pub use config::{
     defaults, ConfigError, ConfigPatch, DecodeConfig, Field, Mode, Proposer, Side, SpecError,
     MAX_GAMMA,
 };
-pub use engine::{Engine, EngineOptions, Finish, Generation, Request, TraceEntry};
-pub use job::{Job, JobSource, TokenEvent, TokenLogprobs};
+pub use engine::{Engine, EngineOptions};
+pub use job::{Finish, Generation, Job, JobSource, Request, TokenEvent, TokenLogprobs, TraceEntry};
 pub use spec::{parse_specs, ConfigSpec};
 pub use text::TextStream;
 

@@ -3,11 +3,11 @@
 //! functions with the same random keys, which is what makes them agree token
 //! for token.
 
-use crate::sampler::{extrapolate, uniform, Distribution, GateInput, Purpose};
+use crate::sampler::{extrapolate, uniform, Distribution, GateInput, Pair, Purpose};
 
 use super::DecodeError;
 
-use super::config::{DecodeConfig, Mode, Side};
+use super::config::{DecodeConfig, Mode};
 
 /// What happened at one position.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,35 +22,54 @@ pub struct Decision {
     pub dlogp: Option<f64>,
 }
 
+/// A decision and the π_X it was drawn from, when it was (the gate fired in
+/// `extrapolate`, or `global`), so reporting its log-probs needs no second
+/// extrapolation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub decision: Decision,
+    pub extrapolated: Option<Vec<f64>>,
+}
+
+impl From<Decision> for Decided {
+    fn from(decision: Decision) -> Decided {
+        Decided {
+            decision,
+            extrapolated: None,
+        }
+    }
+}
+
 /// The proposer's sample at `pos` of sequence `seq`.
 pub fn propose(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
     let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
     Ok(dist.sample(uniform(cfg.seed(), seq, pos, Purpose::Propose)))
 }
 
-/// The decision at one position given the proposal. `lp_base` / `lp_rl` are
+/// The decision at one position given the proposal. A side of `lp` is
 /// `None` for a model the mode does not evaluate.
 pub fn decide(
     cfg: &DecodeConfig,
-    lp_base: Option<&[f64]>,
-    lp_rl: Option<&[f64]>,
+    lp: Pair<Option<&[f64]>>,
     proposed: u32,
     seq: u64,
     pos: u64,
-) -> Result<Decision, DecodeError> {
-    let (lp_b, lp_r) = match (cfg.mode(), lp_base, lp_rl) {
-        (Mode::Base | Mode::Rl, _, _) => {
+) -> Result<Decided, DecodeError> {
+    let Pair {
+        base: lp_b,
+        rl: lp_r,
+    } = match (cfg.mode(), lp.both()) {
+        (Mode::Base | Mode::Rl, both) => {
+            let dlogp = both.map(|lp| lp.rl[proposed as usize] - lp.base[proposed as usize]);
             return Ok(Decision {
                 proposed,
                 chosen: proposed,
                 fired: false,
-                dlogp: match (lp_base, lp_rl) {
-                    (Some(b), Some(r)) => Some(r[proposed as usize] - b[proposed as usize]),
-                    _ => None,
-                },
-            })
+                dlogp,
+            }
+            .into());
         }
-        (_, Some(b), Some(r)) => (b, r),
+        (_, Some(both)) => both,
         _ => return Err(missing()),
     };
     let t = proposed as usize;
@@ -69,53 +88,57 @@ pub fn decide(
             chosen: proposed,
             fired,
             dlogp: Some(dlogp),
-        });
+        }
+        .into());
     }
-    let chosen = match cfg.mode() {
-        Mode::Replace => resample(cfg, lp_r, seq, pos)?,
+    let (chosen, extrapolated) = match cfg.mode() {
+        Mode::Replace => (resample(cfg, lp_r, seq, pos)?, None),
         _ => {
             let mut lp_x = vec![0.0; lp_r.len()];
-            extrapolate(lp_r, lp_b, cfg.gamma(), &mut lp_x)?;
-            resample(cfg, &lp_x, seq, pos)?
+            extrapolate(Pair::new(lp_b, lp_r), cfg.gamma(), &mut lp_x)?;
+            (resample(cfg, &lp_x, seq, pos)?, Some(lp_x))
         }
     };
-    if cfg.mode() == Mode::Global {
+    let decision = if cfg.mode() == Mode::Global {
         // there is no proposal: report the sampled token's Δlog p
         let c = chosen as usize;
-        return Ok(Decision {
+        Decision {
             proposed: chosen,
             chosen,
             fired,
             dlogp: Some(lp_r[c] - lp_b[c]),
-        });
-    }
-    Ok(Decision {
-        proposed,
-        chosen,
-        fired,
-        dlogp: Some(dlogp),
+        }
+    } else {
+        Decision {
+            proposed,
+            chosen,
+            fired,
+            dlogp: Some(dlogp),
+        }
+    };
+    Ok(Decided {
+        decision,
+        extrapolated,
     })
 }
 
 /// A whole step: propose (or, for `global`, sample π_X) and decide.
 pub fn step(
     cfg: &DecodeConfig,
-    lp_base: Option<&[f64]>,
-    lp_rl: Option<&[f64]>,
+    lp: Pair<Option<&[f64]>>,
     seq: u64,
     pos: u64,
-) -> Result<Decision, DecodeError> {
+) -> Result<Decided, DecodeError> {
     let lp_prop = match cfg.proposer_side() {
-        Some(Side::Base) => lp_base,
-        Some(Side::Rl) => lp_rl,
+        Some(side) => *lp.get(side),
         None => {
             // global: the "proposal" is irrelevant; decide samples π_X.
-            return decide(cfg, lp_base, lp_rl, 0, seq, pos);
+            return decide(cfg, lp, 0, seq, pos);
         }
     };
     let lp_prop = lp_prop.ok_or_else(missing)?;
     let proposed = propose(cfg, lp_prop, seq, pos)?;
-    decide(cfg, lp_base, lp_rl, proposed, seq, pos)
+    decide(cfg, lp, proposed, seq, pos)
 }
 
 /// The gate's view of a position. Entropies and KLs (full-vocabulary sums)

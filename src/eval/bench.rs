@@ -91,15 +91,15 @@ pub enum BenchEvent<'a> {
 /// Why a bench could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("invalid -k: must be at least 1")]
+    #[error("invalid `k`: must be at least 1")]
     NoSamples,
     #[error(
-        "configuration `{config}` needs an RL model\nhint: pass --rl FILE or --rl-lora FILE, or use --modes base"
+        "configuration `{config}` needs an RL model\nhint: pass `rl_model` FILE or `rl_lora` FILE, or use `modes` base"
     )]
     NeedsRl { config: String },
-    #[error("scoring needs an RL model\nhint: pass --rl FILE or --rl-lora FILE")]
+    #[error("scoring needs an RL model\nhint: pass `rl_model` FILE or `rl_lora` FILE")]
     ScoringNeedsRl,
-    #[error("calibration: the base model generated no tokens\nhint: raise --calibrate or --max-tokens, or give --taus")]
+    #[error("calibration: the base model generated no tokens\nhint: raise `calibrate` or `max_tokens`, or give `taus`")]
     NoCalibrationTokens,
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -94,7 +94,7 @@ pub enum DatasetError {
         found: &'static str,
     },
     #[error(
-        "`{source_name}:{line}`: missing field `{field}`\nhint: the row has fields {available}; choose others with --question-field / --answer-field or a --preset"
+        "`{source_name}:{line}`: missing field `{field}`\nhint: the row has fields {available}; choose others with `question_field` / `answer_field` or a `preset`"
     )]
     MissingField {
         source_name: String,

@@ -26,10 +26,10 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} holds samples of a run with other settings ({keys})\nhint: rerun with the same settings to resume, or pass --restart to discard it")]
+    #[error("{path} holds samples of a run with other settings ({keys})\nhint: rerun with the same settings to resume, or pass `restart` to discard it")]
     Mismatch { path: PathBuf, keys: String },
     #[error(
-        "{path}:{line}: not a journal line ({reason})\nhint: pass --restart to discard the journal"
+        "{path}:{line}: not a journal line ({reason})\nhint: pass `restart` to discard the journal"
     )]
     Corrupt {
         path: PathBuf,
@@ -240,7 +240,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("(k, top_p)") && e.contains("--restart"), "{e}");
+        assert!(e.contains("(k, top_p)") && e.contains("`restart`"), "{e}");
         let (_, rows) = Journal::open(&path, &json!({"k": 4}), true).unwrap();
         assert!(rows.is_empty());
         // a journal without samples never blocks a run with other settings

@@ -153,9 +153,7 @@ impl LoraAdapter {
             path: path.to_path_buf(),
             reason,
         };
-        if file.get_str("general.type") != Some("adapter")
-            || file.get_str("adapter.type") != Some("lora")
-        {
+        if !file.is_lora_adapter() {
             return Err(not_lora(format!(
                 "general.type is {:?} and adapter.type is {:?} (a LoRA adapter has \"adapter\" and \"lora\")",
                 file.get_str("general.type").unwrap_or("missing"),

@@ -383,6 +383,19 @@ impl GgufFile {
         self.get(key).and_then(Value::as_f64)
     }
 
+    /// Whether the file is an adapter (`general.type = "adapter"`): the one
+    /// test of "adapter or model" (llama.cpp's own), used by loading,
+    /// validation and `inspect`.
+    pub fn is_adapter(&self) -> bool {
+        self.get_str("general.type") == Some("adapter")
+    }
+
+    /// Whether the file is a LoRA adapter llama.cpp loads: an adapter with
+    /// `adapter.type = "lora"`.
+    pub fn is_lora_adapter(&self) -> bool {
+        self.is_adapter() && self.get_str("adapter.type") == Some("lora")
+    }
+
     /// `general.architecture`.
     pub fn architecture(&self) -> Option<&str> {
         self.get_str("general.architecture")

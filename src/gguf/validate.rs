@@ -127,7 +127,7 @@ impl fmt::Display for Problem {
 /// Every problem of a file: adapter rules when `general.type` is
 /// `"adapter"`, model rules otherwise (as `Model::load` treats it).
 pub fn problems(file: &GgufFile) -> Vec<Problem> {
-    if file.get_str("general.type") == Some("adapter") {
+    if file.is_adapter() {
         adapter_problems(file)
     } else {
         model_problems(file)

@@ -5,7 +5,7 @@ use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::runtime::{ContextOptions, Feed, LlamaToken, LoadOptions, Model, Session};
+use crate::runtime::{ContextOptions, LlamaToken, LoadOptions, Model, Session};
 use crate::sampler::log_softmax;
 
 /// A base model context that owns (a share of) its model.
@@ -95,26 +95,11 @@ impl BaseContext {
                 self.history.len() + tokens.len()
             ));
         }
-        let chunk = self.session.n_batch().max(1);
-        let start = self.history.len();
-        let mut last = 0;
-        for (c, part) in tokens.chunks(chunk).enumerate() {
-            let feeds: Vec<Feed> = part
-                .iter()
-                .enumerate()
-                .map(|(j, &token)| {
-                    let i = c * chunk + j;
-                    Feed {
-                        token,
-                        pos: (start + i) as u32,
-                        seq: 0,
-                        logits: i + 1 == tokens.len(),
-                    }
-                })
-                .collect();
-            self.session.decode(&feeds).map_err(|e| e.to_string())?;
-            last = part.len() - 1;
-        }
+        let start = self.history.len() as u32;
+        let last = self
+            .session
+            .feed(0, start, tokens)
+            .map_err(|e| e.to_string())?;
         let logits = self.session.logits(last);
         let mut lp = vec![0.0; logits.len()];
         log_softmax(logits, &mut lp).map_err(|e| format!("base model: {e}"))?;

@@ -11,7 +11,7 @@ use llama_cpp_sys_2 as sys;
 use super::base::BaseContext;
 use crate::decode::{defaults, step, ConfigPatch, DecodeConfig, Mode, Proposer};
 use crate::runtime::{ContextOptions, LlamaToken, LoadOptions};
-use crate::sampler::{log_softmax, Criterion};
+use crate::sampler::{log_softmax, Criterion, Pair};
 
 /// `dlogp_params.mode`: the base model alone.
 pub const DLOGP_MODE_BASE: i32 = 0;
@@ -520,8 +520,10 @@ fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32,
         .next_logprobs()
         .ok_or_else(|| "the base model has no log-probs".to_string())?;
     let pos = (st.base.len() - st.n_prompt) as u64;
-    let d =
-        step::step(&st.cfg, Some(lp_base), Some(&lp_rl), st.key, pos).map_err(|e| e.to_string())?;
+    let lp = Pair::new(Some(lp_base), Some(&lp_rl[..]));
+    let d = step::step(&st.cfg, lp, st.key, pos)
+        .map_err(|e| e.to_string())?
+        .decision;
     st.stats.last_dlogp = d.dlogp.unwrap_or(f64::NAN);
     let index = data
         .iter()

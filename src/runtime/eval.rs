@@ -1,46 +1,42 @@
-//! The plainest teacher-forced evaluation: one sequence, one context, every
-//! position's logits copied out. Tests use it as the reference the batched
-//! scorer must agree with.
+//! The plainest teacher-forced evaluation: one sequence, every position's
+//! logits copied out. Tests use it as the reference the batched scorer must
+//! agree with.
 
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
+use super::session::{Feed, Session};
 use super::RuntimeError;
 
 /// Logits after each of `tokens` (row `i` predicts token `i + 1`), decoded
-/// in chunks of `n_batch` on sequence 0 of a cleared context.
+/// in chunks of `n_batch` on sequence 0 of a cleared session.
 pub fn plain_logits(
-    ctx: &mut LlamaContext<'_>,
+    session: &mut Session<'_>,
     tokens: &[LlamaToken],
     n_batch: usize,
 ) -> Result<Vec<Vec<f32>>, RuntimeError> {
-    if tokens.len() > ctx.n_ctx() as usize {
+    if tokens.len() > session.n_ctx_seq() {
         return Err(RuntimeError::TooLong {
             row: "plain evaluation".to_string(),
             n_tokens: tokens.len(),
-            n_ctx: ctx.n_ctx() as usize,
+            n_ctx: session.n_ctx_seq(),
         });
     }
-    let n_batch = n_batch.clamp(1, ctx.n_batch() as usize);
-    ctx.clear_kv_cache();
-    let mut batch = LlamaBatch::new(n_batch, 1);
+    let n_batch = n_batch.clamp(1, session.n_batch());
+    session.clear();
     let mut out = Vec::with_capacity(tokens.len());
     for (c, chunk) in tokens.chunks(n_batch).enumerate() {
-        batch.clear();
-        for (j, &token) in chunk.iter().enumerate() {
-            let pos = (c * n_batch + j) as i32;
-            batch
-                .add(token, pos, &[0], true)
-                .map_err(|e| RuntimeError::Batch(e.to_string()))?;
-        }
-        ctx.decode(&mut batch).map_err(|e| RuntimeError::Decode {
-            model: "plain",
-            reason: e.to_string(),
-        })?;
-        for j in 0..chunk.len() {
-            out.push(ctx.get_logits_ith(j as i32).to_vec());
-        }
+        let feeds: Vec<Feed> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, &token)| Feed {
+                token,
+                pos: (c * n_batch + j) as u32,
+                seq: 0,
+                logits: true,
+            })
+            .collect();
+        session.decode(&feeds)?;
+        out.extend((0..chunk.len()).map(|j| session.logits(j).to_vec()));
     }
     Ok(out)
 }

@@ -21,7 +21,7 @@ pub use model::{ContextOptions, LoadOptions, Model};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
 pub use prompt::PromptFormat;
 pub use score::{Overlap, ScoreOptions, ScoreSequence, Scorer};
-pub use session::{decode_both, Feed, Session};
+pub use session::{Feed, PairSession, Session};
 
 use crate::gguf::GgufError;
 
@@ -43,7 +43,7 @@ pub enum RuntimeError {
     Gguf(#[from] GgufError),
     #[error("{path}: metadata key `{key}` is missing")]
     MissingKey { path: PathBuf, key: &'static str },
-    #[error("{path} is a LoRA adapter, not a model\nhint: pass adapters with --rl-lora")]
+    #[error("{path} is a LoRA adapter, not a model\nhint: pass it as the RL side (`rl_lora`)")]
     AdapterGivenAsModel { path: PathBuf },
     #[error("{path} is not a LoRA adapter (needs general.type = \"adapter\" and adapter.type = \"lora\")")]
     NotAnAdapter { path: PathBuf },
@@ -72,15 +72,15 @@ pub enum RuntimeError {
         rl: PathBuf,
         detail: String,
     },
-    #[error("invalid {name}: {reason}")]
+    #[error("invalid `{name}`: {reason}")]
     InvalidOption { name: &'static str, reason: String },
-    #[error("{row}: {n_tokens} tokens do not fit the context of {n_ctx}\nhint: raise --ctx-size, or pass --truncate to cut long responses")]
+    #[error("{row}: {n_tokens} tokens do not fit the context of {n_ctx}\nhint: raise `ctx_size`, or pass `truncate` to cut long responses")]
     TooLong {
         row: String,
         n_tokens: usize,
         n_ctx: usize,
     },
-    #[error("{row}: the prompt has {n_tokens} tokens, which leaves no room to generate in the context of {n_ctx}\nhint: raise --ctx-size, or shorten the prompt")]
+    #[error("{row}: the prompt has {n_tokens} tokens, which leaves no room to generate in the context of {n_ctx}\nhint: raise `ctx_size`, or shorten the prompt")]
     PromptTooLong {
         row: String,
         n_tokens: String,
@@ -102,13 +102,13 @@ pub enum RuntimeError {
 pub fn context_size(asked: Option<u32>, n_ctx_train: u32) -> Result<u32, RuntimeError> {
     match asked {
         Some(0) => Err(RuntimeError::InvalidOption {
-            name: "--ctx-size",
+            name: "ctx_size",
             reason: "must be positive".to_string(),
         }),
         Some(n) => {
             if n > n_ctx_train && n_ctx_train > 0 {
                 tracing::warn!(
-                    "--ctx-size {n} exceeds the model's training context of {n_ctx_train}"
+                    "a context size of {n} exceeds the model's training context of {n_ctx_train}"
                 );
             }
             Ok(n)
@@ -131,6 +131,6 @@ mod tests {
         assert_eq!(context_size(None, 8192).unwrap(), 4096);
         assert_eq!(context_size(Some(9000), 256).unwrap(), 9000);
         let e = context_size(Some(0), 256).unwrap_err().to_string();
-        assert_eq!(e, "invalid --ctx-size: must be positive");
+        assert_eq!(e, "invalid `ctx_size`: must be positive");
     }
 }

@@ -73,7 +73,7 @@ impl Model {
     /// first, so a corrupt or truncated file is a clear error, not an abort.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, RuntimeError> {
         let header = read_header(path)?;
-        if header.get_str("general.type") == Some("adapter") {
+        if header.is_adapter() {
             return Err(RuntimeError::AdapterGivenAsModel {
                 path: path.to_path_buf(),
             });
@@ -265,10 +265,7 @@ fn check_adapter(
     let not_adapter = || RuntimeError::NotAnAdapter {
         path: adapter_path.to_path_buf(),
     };
-    if adapter.get_str("general.type") != Some("adapter") {
-        return Err(not_adapter());
-    }
-    if adapter.get_str("adapter.type") != Some("lora") {
+    if !adapter.is_lora_adapter() {
         return Err(not_adapter());
     }
     let model_arch = model.architecture().unwrap_or("?");

@@ -51,7 +51,7 @@ impl ModelPair {
             RlSource::Lora { path, scale } => {
                 if !scale.is_finite() {
                     return Err(RuntimeError::InvalidOption {
-                        name: "--lora-scale",
+                        name: "lora_scale",
                         reason: format!("must be a finite number, got {scale}"),
                     });
                 }

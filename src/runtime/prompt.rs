@@ -48,7 +48,7 @@ impl PromptFormat {
                     ChatTemplate::new(source).map_err(|e| RuntimeError::InvalidOption {
                         name: "chat template",
                         reason: format!(
-                            "{}: {e}\nhint: pass --raw to skip it",
+                            "{}: {e}\nhint: pass `raw` to skip it",
                             model.path().display()
                         ),
                     })?,

@@ -10,14 +10,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::model::{ContextOptions, Model};
 use super::pair::ModelPair;
+use super::session::{Feed, PairSession, Session};
 use super::RuntimeError;
-use crate::sampler::{single_metrics, token_metrics, MetricsError, SingleMetrics, TokenMetrics};
+use crate::sampler::{
+    single_metrics, token_metrics, MetricsError, Pair, Side, SingleMetrics, TokenMetrics,
+};
 
 /// One sequence to score: the prompt (context only) and the response (scored).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,13 +88,13 @@ impl ScoreOptions {
 /// Teacher-forced evaluation of rows on one model or a pair; owns one
 /// context per model.
 pub struct Scorer<'m> {
-    contexts: Vec<LlamaContext<'m>>,
+    sessions: PairSession<'m>,
     options: ScoreOptions,
 }
 
 struct Active<T> {
     row: usize,
-    seq: i32,
+    seq: u32,
     fed: usize,
     scores: Vec<T>,
 }
@@ -102,15 +103,25 @@ impl<'m> Scorer<'m> {
     /// A scorer over both models of a pair.
     pub fn for_pair(pair: &'m ModelPair, options: ScoreOptions) -> Result<Self, RuntimeError> {
         let ctx = Self::context_options(&options, 2)?;
-        let contexts = vec![pair.base_context(&ctx)?, pair.rl_context(&ctx)?];
-        Ok(Scorer { contexts, options })
+        let sides = Pair::new(
+            Some(Session::new(
+                pair.base_context(&ctx)?,
+                options.n_seq,
+                "base",
+            )),
+            Some(Session::new(pair.rl_context(&ctx)?, options.n_seq, "RL")),
+        );
+        let concurrent = options.overlap == Overlap::Concurrent;
+        let sessions = PairSession::new(sides, options.n_seq, concurrent);
+        Ok(Scorer { sessions, options })
     }
 
     /// A scorer over one model (the single-model reference).
     pub fn for_model(model: &'m Model, options: ScoreOptions) -> Result<Self, RuntimeError> {
         let ctx = Self::context_options(&options, 1)?;
-        let contexts = vec![model.new_context(&ctx)?];
-        Ok(Scorer { contexts, options })
+        let base = Session::new(model.new_context(&ctx)?, options.n_seq, "base");
+        let sessions = PairSession::new(Pair::new(Some(base), None), options.n_seq, false);
+        Ok(Scorer { sessions, options })
     }
 
     fn context_options(
@@ -119,7 +130,7 @@ impl<'m> Scorer<'m> {
     ) -> Result<ContextOptions, RuntimeError> {
         if options.n_batch == 0 || options.n_ctx == 0 || options.n_seq == 0 {
             return Err(RuntimeError::InvalidOption {
-                name: "--batch-size/--ctx-size/--sequences",
+                name: "batch_size`/`ctx_size`/`sequences",
                 reason: "must be positive".to_string(),
             });
         }
@@ -149,7 +160,7 @@ impl<'m> Scorer<'m> {
         on_row: impl FnMut(usize, Vec<TokenMetrics>) -> Result<(), RuntimeError>,
         on_progress: impl FnMut(usize),
     ) -> Result<(), RuntimeError> {
-        if self.contexts.len() != 2 {
+        if !self.sessions.has(Side::Rl) {
             return Err(RuntimeError::Batch(
                 "score_pair needs a pair scorer".to_string(),
             ));
@@ -215,26 +226,26 @@ impl<'m> Scorer<'m> {
         }
 
         let n_batch = self.options.n_batch as usize;
-        let n_seq = self.options.n_seq as i32;
-        let mut batches: Vec<LlamaBatch> = (0..self.contexts.len())
-            .map(|_| LlamaBatch::new(n_batch, n_seq))
-            .collect();
-        let mut free_seqs: Vec<i32> = (0..n_seq).rev().collect();
         let mut active: Vec<Active<T>> = Vec::new();
         let mut next_row = 0usize;
         let mut done: BTreeMap<usize, Vec<T>> = BTreeMap::new();
         let mut next_emit = 0usize;
-        // (index in active, position in the row) for each batch entry
+        let mut feeds: Vec<Feed> = Vec::with_capacity(n_batch);
+        // (index in active, position in the row) for each feed
         let mut entries: Vec<(usize, usize)> = Vec::with_capacity(n_batch);
+        let sides: Vec<Side> = [Side::Base, Side::Rl]
+            .into_iter()
+            .filter(|&s| self.sessions.has(s))
+            .collect();
 
-        for ctx in &mut self.contexts {
-            ctx.clear_kv_cache();
-        }
+        self.sessions.reset();
         let (mut decode_time, mut metric_time) = (Duration::ZERO, Duration::ZERO);
         while next_emit < rows.len() {
             // Admit rows while a sequence slot is free.
             while next_row < rows.len() {
-                let Some(seq) = free_seqs.pop() else { break };
+                let Some(seq) = self.sessions.acquire() else {
+                    break;
+                };
                 active.push(Active {
                     row: next_row,
                     seq,
@@ -245,23 +256,19 @@ impl<'m> Scorer<'m> {
             }
 
             // Fill one batch, oldest rows first.
-            for batch in &mut batches {
-                batch.clear();
-            }
+            feeds.clear();
             entries.clear();
             for (slot, a) in active.iter_mut().enumerate() {
                 let row = &rows[a.row];
                 let take = (row.len() - a.fed).min(n_batch - entries.len());
                 let first_out = row.prompt.len() - 1;
                 for pos in a.fed..a.fed + take {
-                    let wants = pos >= first_out && pos + 1 < row.len();
-                    let token = row.token(pos);
-                    let p = pos as i32;
-                    for batch in &mut batches {
-                        batch
-                            .add(token, p, &[a.seq], wants)
-                            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
-                    }
+                    feeds.push(Feed {
+                        token: row.token(pos),
+                        pos: pos as u32,
+                        seq: a.seq,
+                        logits: pos >= first_out && pos + 1 < row.len(),
+                    });
                     entries.push((slot, pos));
                 }
                 a.fed += take;
@@ -274,7 +281,7 @@ impl<'m> Scorer<'m> {
             }
 
             let t0 = Instant::now();
-            self.decode(&mut batches)?;
+            self.sessions.decode(&feeds)?;
             decode_time += t0.elapsed();
             on_progress(entries.len());
             let t0 = Instant::now();
@@ -286,9 +293,10 @@ impl<'m> Scorer<'m> {
                     continue;
                 }
                 let target = row.token(pos + 1);
-                let i = i as i32;
-                let logits: Vec<&[f32]> =
-                    self.contexts.iter().map(|c| c.get_logits_ith(i)).collect();
+                let logits: Vec<&[f32]> = sides
+                    .iter()
+                    .filter_map(|&s| self.sessions.logits(s, i))
+                    .collect();
                 let m =
                     per_position(&logits, target.0 as usize).map_err(|e| RuntimeError::Row {
                         row: row.label.clone(),
@@ -304,11 +312,7 @@ impl<'m> Scorer<'m> {
             while k < active.len() {
                 if active[k].fed == rows[active[k].row].len() {
                     let a = active.remove(k);
-                    for ctx in &mut self.contexts {
-                        ctx.clear_kv_cache_seq(Some(a.seq as u32), None, None)
-                            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
-                    }
-                    free_seqs.push(a.seq);
+                    self.sessions.release(a.seq)?;
                     done.insert(a.row, a.scores);
                 } else {
                     k += 1;
@@ -325,32 +329,5 @@ impl<'m> Scorer<'m> {
             metric_time.as_secs_f64()
         );
         Ok(())
-    }
-
-    fn decode(&mut self, batches: &mut [LlamaBatch]) -> Result<(), RuntimeError> {
-        let err = |k: usize, e: llama_cpp_2::DecodeError| RuntimeError::Decode {
-            model: if k == 0 { "base" } else { "RL" },
-            reason: e.to_string(),
-        };
-        let concurrent = self.options.overlap == Overlap::Concurrent;
-        match (&mut self.contexts[..], batches) {
-            ([first, second], [b0, b1]) if concurrent => std::thread::scope(|s| {
-                let handle = s.spawn(move || second.decode(b1));
-                first.decode(b0).map_err(|e| err(0, e))?;
-                match handle.join() {
-                    Ok(r) => r.map_err(|e| err(1, e)),
-                    Err(_) => Err(RuntimeError::Decode {
-                        model: "RL",
-                        reason: "the decoding thread panicked".to_string(),
-                    }),
-                }
-            }),
-            (contexts, batches) => {
-                for (k, (ctx, batch)) in contexts.iter_mut().zip(batches).enumerate() {
-                    ctx.decode(batch).map_err(|e| err(k, e))?;
-                }
-                Ok(())
-            }
-        }
     }
 }

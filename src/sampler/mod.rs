@@ -7,6 +7,7 @@
 //! - [`extrapolate`] (π_X, METHOD.md §3) and [`Distribution`]: temperature →
 //!   top-k → top-p over full-vocabulary log-probs, inverse-CDF sampling.
 //! - [`Gate`] / [`Criterion`]: when the RL model intervenes (METHOD.md §2).
+//! - [`Pair`] / [`Side`]: a value for each model of a base/RL pair.
 //! - [`uniform`]: counter-based draws keyed by (seed, sequence, position, [`Purpose`]).
 //!
 //! Numerics everywhere: subtract the max before `exp`, accumulate in f64,
@@ -16,6 +17,7 @@ mod error;
 mod exp;
 mod gate;
 pub mod metrics;
+mod pair;
 pub(crate) mod rng;
 mod transform;
 
@@ -25,6 +27,7 @@ pub use metrics::{
 
 pub use error::SamplerError;
 pub use gate::{Criterion, Gate, GateInput};
+pub use pair::{Pair, Side};
 pub use rng::{uniform, Purpose};
 pub use transform::{extrapolate, Distribution, SamplingParams};
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::SamplerError;
 use super::exp::exp_nonpos;
 use super::metrics::Model;
+use super::pair::Pair;
 
 /// Relative slack when comparing cumulative mass with top-p, so that a prefix
 /// whose mass equals p in exact arithmetic is not lost to rounding.
@@ -79,12 +80,11 @@ impl SamplingParams {
 /// Errors (with `out` untouched): γ < 0 or non-finite, different lengths, an
 /// empty vocabulary, a NaN or `+inf` input (naming model and index), no token
 /// allowed by both models, or a log-weight overflowing for a huge γ.
-pub fn extrapolate(
-    lp_rl: &[f64],
-    lp_base: &[f64],
-    gamma: f64,
-    out: &mut [f64],
-) -> Result<(), SamplerError> {
+pub fn extrapolate(lp: Pair<&[f64]>, gamma: f64, out: &mut [f64]) -> Result<(), SamplerError> {
+    let Pair {
+        base: lp_base,
+        rl: lp_rl,
+    } = lp;
     if !(gamma >= 0.0 && gamma.is_finite()) {
         return Err(SamplerError::Gamma { value: gamma });
     }

@@ -81,19 +81,19 @@ impl LoraConfig {
     ) -> Result<LoraConfig, TrainError> {
         if rank == 0 {
             return Err(TrainError::Invalid {
-                name: "--rank",
+                name: "rank",
                 reason: "must be at least 1".into(),
             });
         }
         if !(alpha.is_finite() && alpha > 0.0) {
             return Err(TrainError::Invalid {
-                name: "--alpha",
+                name: "alpha",
                 reason: format!("must be a positive number, got {alpha}"),
             });
         }
         if targets.is_empty() {
             return Err(TrainError::Invalid {
-                name: "--targets",
+                name: "targets",
                 reason: "name at least one projection".into(),
             });
         }
@@ -161,7 +161,7 @@ impl Reweight {
         if let Some(s) = strength {
             if !(s.is_finite() && (0.0..=1.0).contains(&s)) {
                 return Err(TrainError::Invalid {
-                    name: "--reweight-strength",
+                    name: "reweight_strength",
                     reason: format!("must lie in [0, 1], got {s}"),
                 });
             }

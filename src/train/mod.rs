@@ -19,8 +19,9 @@
 //! - [`optim`]: AdamW with warm-up, weight decay, gradient clipping and
 //!   accumulation over plain f32 slices.
 //!
-//! Threads: candle's CPU pool spins; call [`init_threads`] before the first
-//! tensor operation (1 thread was fastest on a 2-core laptop).
+//! Threads: candle's CPU pool spins; set [`THREAD_ENV`] and call
+//! [`init_threads`] before the first tensor operation (1 thread was fastest
+//! on a 2-core laptop).
 
 pub mod config;
 pub mod frozen;
@@ -67,7 +68,7 @@ pub enum TrainError {
     Missing { path: PathBuf, what: String },
     #[error("{path}: {what} is not supported by the trainer")]
     Unsupported { path: PathBuf, what: String },
-    #[error("invalid {name}: {reason}")]
+    #[error("invalid `{name}`: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("token id {token} is outside the vocabulary of {n_vocab}")]
     TokenOutOfRange { token: u32, n_vocab: usize },
@@ -75,19 +76,17 @@ pub enum TrainError {
     Numerics(String),
 }
 
-/// Size candle's CPU thread pools (GEMM and element-wise) by setting
-/// `CANDLE_NUM_THREADS` and `RAYON_NUM_THREADS`, unless the user set them.
-/// Must run before the first tensor operation of the process: candle reads
-/// them once. Also keeps freed memory in the heap (see
-/// `keep_freed_memory`). Returns the number in effect.
-pub fn init_threads(threads: usize) -> usize {
+/// The environment variables that size candle's CPU thread pools (GEMM and
+/// element-wise); candle has no other knob and reads them once. A program
+/// sets them (unless the user did) before its first tensor operation and
+/// before it starts threads; the library never changes the environment.
+pub const THREAD_ENV: [&str; 2] = ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"];
+
+/// Prepare the process for training: keep freed memory in the heap (see
+/// `keep_freed_memory`). Returns the number of candle threads in effect
+/// (from [`THREAD_ENV`]; 1 when unset).
+pub fn init_threads() -> usize {
     keep_freed_memory();
-    let threads = threads.max(1).to_string();
-    for key in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if std::env::var_os(key).is_none() {
-            std::env::set_var(key, &threads);
-        }
-    }
     std::env::var("CANDLE_NUM_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -237,7 +237,7 @@ impl Policy {
         if let Some(layers) = &lora.layers {
             if let Some(&bad) = layers.iter().find(|&&l| l >= shape.n_layer) {
                 return Err(TrainError::Invalid {
-                    name: "--layers",
+                    name: "layers",
                     reason: format!(
                         "layer {bad} does not exist (the model has {})",
                         shape.n_layer

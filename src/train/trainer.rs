@@ -72,27 +72,27 @@ impl TrainSettings {
         };
         if self.group_size < 2 {
             return bad(
-                "--group-size",
+                "group_size",
                 "needs at least 2 samples per prompt (advantages are relative to the group)",
             );
         }
         if self.prompts_per_step == 0 {
-            return bad("--prompts-per-step", "must be at least 1");
+            return bad("prompts_per_step", "must be at least 1");
         }
         if self.updates_per_step == 0 || self.updates_per_step > self.prompts_per_step {
-            return bad("--updates-per-step", "must lie in 1..=--prompts-per-step");
+            return bad("updates_per_step", "must lie in 1..=`prompts_per_step`");
         }
         if self.max_tokens == 0 {
-            return bad("--max-tokens", "must be at least 1");
+            return bad("max_tokens", "must be at least 1");
         }
         if self.overlong_buffer >= self.max_tokens && self.overlong_buffer > 0 {
-            return bad("--overlong-buffer", "must be smaller than --max-tokens");
+            return bad("overlong_buffer", "must be smaller than `max_tokens`");
         }
         if self.max_draw_factor == 0 {
-            return bad("--max-draw-factor", "must be at least 1");
+            return bad("max_draw_factor", "must be at least 1");
         }
         if !(self.optim.lr.is_finite() && self.optim.lr > 0.0) {
-            return bad("--lr", "must be a positive number");
+            return bad("lr", "must be a positive number");
         }
         Ok(())
     }
@@ -364,7 +364,7 @@ impl Trainer {
                     .thread_name(|i| format!("dlogp-train-{i}"))
                     .build()
                     .map_err(|e| TrainError::Invalid {
-                        name: "--train-threads",
+                        name: "train_threads",
                         reason: e.to_string(),
                     })?,
             )
@@ -699,7 +699,7 @@ impl Trainer {
         saved.steps = settings.steps;
         if saved != settings {
             return Err(bad(format!(
-                "it was made with different settings\n  saved: {}\n  now:   {}\nhint: resume with the same flags (only --steps may change)",
+                "it was made with different settings\n  saved: {}\n  now:   {}\nhint: resume with the same flags (only `steps` may change)",
                 serde_json::to_string(&state.settings).unwrap_or_default(),
                 serde_json::to_string(&settings).unwrap_or_default()
             )));

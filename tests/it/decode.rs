@@ -5,7 +5,7 @@ use dlogp::decode::{
     step, DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request,
 };
 use dlogp::runtime::{ModelPair, PromptFormat, RlSource};
-use dlogp::sampler::{Criterion, Distribution, Gate, SamplingParams};
+use dlogp::sampler::{Criterion, Distribution, Gate, Pair, SamplingParams};
 use serde_json::json;
 
 use crate::common::*;
@@ -318,7 +318,8 @@ fn always_gate_samples_the_target_distribution() {
         .unwrap();
         let mut counts = [0usize; 4];
         for i in 0..n {
-            let d = step::step(&cfg, Some(&base), Some(&rl), i as u64, 0).unwrap();
+            let lp = Pair::new(Some(&base[..]), Some(&rl[..]));
+            let d = step::step(&cfg, lp, i as u64, 0).unwrap().decision;
             assert!(d.fired);
             counts[d.chosen as usize] += 1;
         }

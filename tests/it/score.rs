@@ -1,7 +1,7 @@
 //! `dlogp score` on the tiny fixtures: exact properties and agreement with an
 //! independent evaluation.
 
-use dlogp::runtime::{plain_logits, PromptFormat, RlSource};
+use dlogp::runtime::{plain_logits, PromptFormat, RlSource, Session};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -108,7 +108,7 @@ fn same_model_twice_gives_zeros_and_matches_plain_evaluation() {
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
     let input =
         dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let mut ctx = pair.rl_context(&PLAIN_CONTEXT).unwrap();
+    let mut ctx = Session::new(pair.rl_context(&PLAIN_CONTEXT).unwrap(), 1, "RL");
     let mut k = 0;
     for row in &input {
         let seq = format
@@ -182,8 +182,8 @@ fn metrics_equal_independent_f64_computation() {
     let format = PromptFormat::for_model(pair.base(), true).unwrap();
     let input =
         dlogp::io::read_rows(std::fs::read_to_string(&rows).unwrap().as_bytes(), "rows").unwrap();
-    let mut base_ctx = pair.base_context(&PLAIN_CONTEXT).unwrap();
-    let mut rl_ctx = pair.rl_context(&PLAIN_CONTEXT).unwrap();
+    let mut base_ctx = Session::new(pair.base_context(&PLAIN_CONTEXT).unwrap(), 1, "base");
+    let mut rl_ctx = Session::new(pair.rl_context(&PLAIN_CONTEXT).unwrap(), 1, "RL");
     let mut k = 0;
     let mut checked = 0;
     for row in &input {

@@ -5,20 +5,30 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use dlogp::gguf::LoraTensor;
-use dlogp::runtime::{plain_logits, LlamaToken, LoadOptions, Model, RlSource};
-use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy};
+use dlogp::runtime::{plain_logits, LlamaToken, LoadOptions, Model, RlSource, Session};
+use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy, THREAD_ENV};
 
 use crate::common::*;
 
 const TEXT: &str = "The answer is 4. Let me check: 2 + 2 = 4, so the answer \
                     is \\boxed{4}. Next, 12 times 3 is 36 and 36 minus 7 is 29.";
 
+/// candle on one thread (fastest here), set before its first tensor op.
+fn single_threaded() {
+    for key in THREAD_ENV {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, "1");
+        }
+    }
+    init_threads();
+}
+
 fn lora(rank: usize, targets: &[LoraTarget]) -> LoraConfig {
     LoraConfig::new(rank, rank as f32, targets, None).unwrap()
 }
 
 fn policy(path: &Path, cfg: LoraConfig) -> Policy {
-    init_threads(1);
+    single_threaded();
     Policy::load(path, cfg, 7, &Device::Cpu).unwrap()
 }
 
@@ -33,7 +43,7 @@ fn tokens(model: &Model, text: &str) -> Vec<u32> {
 
 /// llama.cpp's log-prob of every next token (`out[t]` = log p(tokens[t+1])).
 fn llama_logprobs(model: &Model, toks: &[u32]) -> Vec<f64> {
-    let mut ctx = model.new_context(&PLAIN_CONTEXT).unwrap();
+    let mut ctx = Session::new(model.new_context(&PLAIN_CONTEXT).unwrap(), 1, "model");
     let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
     let logits = plain_logits(&mut ctx, &ids, 512).unwrap();
     next_token_logprobs(&logits, toks)
@@ -93,7 +103,7 @@ fn tiny_forward_matches_llama_cpp_at_every_position() {
     assert!(mean < 1e-3 && max < 5e-3, "mean {mean}, max {max}");
     // the full distributions agree too, not just the chosen tokens
     let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
-    let mut ctx = model.new_context(&PLAIN_CONTEXT).unwrap();
+    let mut ctx = Session::new(model.new_context(&PLAIN_CONTEXT).unwrap(), 1, "model");
     let ll = plain_logits(&mut ctx, &ids, 512).unwrap();
     let tl = p.logits(&toks).unwrap().to_vec2::<f32>().unwrap();
     for (t, (a, b)) in ll.iter().zip(&tl).enumerate() {
@@ -277,8 +287,18 @@ fn written_adapter_has_the_trainers_effect_in_llama_cpp() {
             scale: 1.0,
         },
     );
-    let lb = plain_logits(&mut pair.base_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
-    let lr = plain_logits(&mut pair.rl_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    let lb = plain_logits(
+        &mut Session::new(pair.base_context(&PLAIN_CONTEXT).unwrap(), 1, "base"),
+        &ids,
+        512,
+    )
+    .unwrap();
+    let lr = plain_logits(
+        &mut Session::new(pair.rl_context(&PLAIN_CONTEXT).unwrap(), 1, "RL"),
+        &ids,
+        512,
+    )
+    .unwrap();
     assert_eq!(lb, lr, "a B = 0 adapter changes nothing");
     drop(pair);
 
@@ -292,8 +312,18 @@ fn written_adapter_has_the_trainers_effect_in_llama_cpp() {
             scale: 1.0,
         },
     );
-    let lb = plain_logits(&mut pair.base_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
-    let lr = plain_logits(&mut pair.rl_context(&PLAIN_CONTEXT).unwrap(), &ids, 512).unwrap();
+    let lb = plain_logits(
+        &mut Session::new(pair.base_context(&PLAIN_CONTEXT).unwrap(), 1, "base"),
+        &ids,
+        512,
+    )
+    .unwrap();
+    let lr = plain_logits(
+        &mut Session::new(pair.rl_context(&PLAIN_CONTEXT).unwrap(), 1, "RL"),
+        &ids,
+        512,
+    )
+    .unwrap();
     let dlogp_llama: Vec<f64> = next_token_logprobs(&lr, &toks)
         .iter()
         .zip(next_token_logprobs(&lb, &toks))
@@ -413,7 +443,7 @@ mod run {
         let path = fixture("tiny-llama.gguf");
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let prompts = prompts(&model);
-        init_threads(1);
+        single_threaded();
         for reweight in [Reweight::None, Reweight::Lowprob { alpha: 0.2 }] {
             let mut t =
                 Trainer::new(&path, prompts.clone(), settings(8, reweight), &Device::Cpu).unwrap();
@@ -460,7 +490,7 @@ mod run {
         let path = fixture("tiny-llama.gguf");
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let prompts = prompts(&model);
-        init_threads(1);
+        single_threaded();
         for (reweight, updates) in [
             (Reweight::Ppl { alpha: 0.2 }, 1),
             (Reweight::Highprob { c: 0.5 }, 3),
@@ -520,7 +550,7 @@ mod run {
         let path = fixture("tiny-llama.gguf");
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let prompts = prompts(&model);
-        init_threads(1);
+        single_threaded();
         let cfg = settings(4, Reweight::Lowprob { alpha: 0.2 });
         // two workers: sequences side by side, gradients summed in a fixed order
         let mut whole = Trainer::new(&path, prompts.clone(), cfg.clone(), &Device::Cpu).unwrap();
@@ -747,7 +777,7 @@ mod cli {
 
     #[test]
     fn unsupported_architecture_is_named() {
-        init_threads(1);
+        single_threaded();
         let err = Policy::load(
             &fixture("tiny-lora-otherarch.gguf"),
             lora(2, &[LoraTarget::Q]),

@@ -265,14 +265,30 @@ fn extrapolation_hand_computed() {
     let base = ln(&[0.8, 0.2]);
     let mut out = [0.0; 2];
     // γ = 1: π_X ∝ [0.5 · 0.625, 0.5 · 2.5] → [0.2, 0.8].
-    extrapolate(&rl, &base, 1.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        1.0,
+        &mut out,
+    )
+    .unwrap();
     let p = probs(&out);
     assert!(
         (p[0] - 0.2).abs() < 1e-15 && (p[1] - 0.8).abs() < 1e-15,
         "{p:?}"
     );
     // γ = 0.5: π_X ∝ [0.5 √0.625, 0.5 √2.5] → [1/3, 2/3].
-    extrapolate(&rl, &base, 0.5, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        0.5,
+        &mut out,
+    )
+    .unwrap();
     let p = probs(&out);
     assert!(
         (p[0] - 1.0 / 3.0).abs() < 1e-15 && (p[1] - 2.0 / 3.0).abs() < 1e-15,
@@ -283,13 +299,29 @@ fn extrapolation_hand_computed() {
     let w: Vec<f64> = r.iter().zip(b).map(|(r, b)| r * r * r / (b * b)).collect();
     let z: f64 = w.iter().sum();
     let mut out = [0.0; 3];
-    extrapolate(&ln(&r), &ln(&b), 2.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &ln(&b),
+            rl: &ln(&r),
+        },
+        2.0,
+        &mut out,
+    )
+    .unwrap();
     for (o, w) in probs(&out).iter().zip(&w) {
         assert!((o - w / z).abs() < 1e-14);
     }
     // And through the sampler.
     let mut out = [0.0; 2];
-    extrapolate(&rl, &base, 1.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        1.0,
+        &mut out,
+    )
+    .unwrap();
     let d = Distribution::from_logprobs(&out, &SamplingParams::default()).unwrap();
     assert_dist(&d, &[(1, 0.8), (0, 0.2)]);
 }
@@ -299,7 +331,15 @@ fn gamma_zero_is_the_rl_distribution() {
     let rl = ln(&[0.1, 0.2, 0.3, 0.4]);
     let base = [0.0, f64::NEG_INFINITY, -3.0, -0.5];
     let mut out = [9.0; 4];
-    extrapolate(&rl, &base, 0.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        0.0,
+        &mut out,
+    )
+    .unwrap();
     for (o, r) in out.iter().zip(&rl) {
         assert_eq!(
             o.to_bits(),
@@ -308,7 +348,15 @@ fn gamma_zero_is_the_rl_distribution() {
         );
     }
     // Unnormalised input is renormalised.
-    extrapolate(&[0.0, 0.0], &[-1.0, -2.0], 0.0, &mut out[..2]).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &[-1.0, -2.0],
+            rl: &[0.0, 0.0],
+        },
+        0.0,
+        &mut out[..2],
+    )
+    .unwrap();
     let ln2 = 2f64.ln();
     assert!((out[0] + ln2).abs() < 1e-15 && (out[1] + ln2).abs() < 1e-15);
 }
@@ -320,7 +368,15 @@ fn extrapolation_with_zero_probability_tokens() {
     let rl = [0.5f64.ln(), 0.25f64.ln(), ninf, 0.25f64.ln()];
     let base = [0.8f64.ln(), 0.2f64.ln(), 0.0, ninf];
     let mut out = [0.0; 4];
-    extrapolate(&rl, &base, 1.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        1.0,
+        &mut out,
+    )
+    .unwrap();
     assert!(out.iter().all(|v| !v.is_nan()));
     assert_eq!((out[2], out[3]), (ninf, ninf));
     // Remaining: ∝ [0.5 · 0.625, 0.25 · 1.25] = [0.3125, 0.3125] → [0.5, 0.5].
@@ -330,16 +386,38 @@ fn extrapolation_with_zero_probability_tokens() {
         "{p:?}"
     );
     // γ = 0 keeps token 3 (the base is not consulted).
-    extrapolate(&rl, &base, 0.0, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        0.0,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out[3], rl[3]);
     assert_eq!(out[2], ninf);
     // No token allowed by both models.
     assert_eq!(
-        extrapolate(&[0.0, ninf], &[ninf, 0.0], 0.5, &mut out[..2]),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &[ninf, 0.0],
+                rl: &[0.0, ninf]
+            },
+            0.5,
+            &mut out[..2]
+        ),
         Err(SamplerError::NoCommonSupport)
     );
     assert_eq!(
-        extrapolate(&[ninf, ninf], &[0.0, 0.0], 0.0, &mut out[..2]),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &[0.0, 0.0],
+                rl: &[ninf, ninf]
+            },
+            0.0,
+            &mut out[..2]
+        ),
         Err(SamplerError::NoMass)
     );
 }
@@ -350,31 +428,67 @@ fn extrapolation_errors() {
     let (rl, base) = ([-0.5, -1.0], [-0.7, -0.7]);
     for g in [-0.1, f64::NAN, f64::INFINITY] {
         assert_eq!(
-            extrapolate(&rl, &base, g, &mut out)
-                .unwrap_err()
-                .to_string(),
+            extrapolate(
+                Pair::<&[f64]> {
+                    base: &base,
+                    rl: &rl
+                },
+                g,
+                &mut out
+            )
+            .unwrap_err()
+            .to_string(),
             format!("gamma must be >= 0 and finite, got {g}")
         );
     }
     assert_eq!(
-        extrapolate(&rl, &[0.0], 1.0, &mut out),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &[0.0],
+                rl: &rl
+            },
+            1.0,
+            &mut out
+        ),
         Err(SamplerError::LengthMismatch { rl: 2, base: 1 })
     );
     assert_eq!(
-        extrapolate(&rl, &base, 1.0, &mut [0.0; 3]),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &base,
+                rl: &rl
+            },
+            1.0,
+            &mut [0.0; 3]
+        ),
         Err(SamplerError::OutputLength { vocab: 2, out: 3 })
     );
     assert_eq!(
-        extrapolate(&[], &[], 1.0, &mut []),
+        extrapolate(Pair::<&[f64]> { base: &[], rl: &[] }, 1.0, &mut []),
         Err(SamplerError::EmptyVocab)
     );
-    let err = extrapolate(&rl, &[0.0, f64::NAN], 1.0, &mut out).unwrap_err();
+    let err = extrapolate(
+        Pair::<&[f64]> {
+            base: &[0.0, f64::NAN],
+            rl: &rl,
+        },
+        1.0,
+        &mut out,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "log-prob NaN at vocab index 1 in the base model (must be finite or -inf)"
     );
     assert!(matches!(
-        extrapolate(&[f64::INFINITY, 0.0], &base, 1.0, &mut out),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &base,
+                rl: &[f64::INFINITY, 0.0]
+            },
+            1.0,
+            &mut out
+        ),
         Err(SamplerError::BadModelLogProb {
             model: Model::Rl,
             index: 0,
@@ -382,7 +496,14 @@ fn extrapolation_errors() {
         })
     ));
     assert_eq!(
-        extrapolate(&[0.0, -1.0], &[-1e10, 0.0], 1e308, &mut out),
+        extrapolate(
+            Pair::<&[f64]> {
+                base: &[-1e10, 0.0],
+                rl: &[0.0, -1.0]
+            },
+            1e308,
+            &mut out
+        ),
         Err(SamplerError::ExtrapolationOverflow {
             index: 0,
             gamma: 1e308
@@ -479,7 +600,15 @@ fn full_vocab_matches_naive_and_timing() {
     let (rl, base) = (normal_logprobs(11, 3.0), normal_logprobs(12, 3.0));
     let mut out = vec![0.0; VOCAB];
     let start = std::time::Instant::now();
-    extrapolate(&rl, &base, 0.1, &mut out).unwrap();
+    extrapolate(
+        Pair::<&[f64]> {
+            base: &base,
+            rl: &rl,
+        },
+        0.1,
+        &mut out,
+    )
+    .unwrap();
     eprintln!("extrapolate over {VOCAB}: {:.1?}", start.elapsed());
     let z: f64 = out.iter().map(|v| v.exp()).sum();
     assert!((z - 1.0).abs() < 1e-12, "Σ π_X = {z}");
