@@ -22,7 +22,7 @@ pub struct ScoreRecord<M = TokenMetrics> {
     pub position: usize,
     /// The token id (absent from hand-made rows, which read as `None`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<i32>,
+    pub token: Option<u32>,
     /// The token's text (read as empty when absent).
     #[serde(default)]
     pub text: String,

@@ -249,7 +249,7 @@ fn tokenize(args: &TrainArgs, tasks: &[Task]) -> anyhow::Result<Vec<Vec<u32>>> {
             Ok(format
                 .tokenize_prompt(&model, &text)
                 .iter()
-                .map(|t| t.0 as u32)
+                .map(|t| t.0)
                 .collect())
         })
         .collect()

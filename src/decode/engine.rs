@@ -19,7 +19,7 @@
 //! [`step`]'s; text assembly is [`TextStream`]'s.
 
 use crate::runtime::{
-    ContextOptions, Feed, LlamaToken, Model, ModelPair, PairSession, RuntimeError, Session,
+    ContextOptions, Feed, Model, ModelPair, PairSession, RuntimeError, Session, Token,
 };
 use crate::sampler::{log_softmax, Pair, Side};
 
@@ -76,7 +76,7 @@ struct Slot {
     prompt_len: usize,
     seq: u32,
     n_past: u32,
-    gen: Vec<LlamaToken>,
+    gen: Vec<Token>,
     text: TextStream,
     trace: Vec<TraceEntry>,
     /// Each model's log-probs of the next token.
@@ -439,7 +439,7 @@ impl<'m> Engine<'m> {
             dlogp: decision.dlogp,
         };
         slot.trace.push(trace);
-        let token = LlamaToken(decision.chosen as i32);
+        let token = Token(decision.chosen);
         let eog = self.model.is_eog(token);
         if eog {
             slot.finish = Some(Finish::Eog);
@@ -484,7 +484,7 @@ impl<'m> Engine<'m> {
         let feeds: Vec<Feed> = tokens
             .iter()
             .map(|&(k, token)| Feed {
-                token: LlamaToken(token as i32),
+                token: Token(token),
                 pos: slots[k].n_past,
                 seq: slots[k].seq,
                 logits: true,
@@ -577,7 +577,7 @@ impl<'m> Engine<'m> {
                 let d = d?;
                 drafts[k].tokens.push(d);
                 feeds.push(Feed {
-                    token: LlamaToken(d as i32),
+                    token: Token(d),
                     pos: slots[k].n_past + j as u32,
                     seq: slots[k].seq,
                     logits: true,
@@ -607,7 +607,7 @@ impl<'m> Engine<'m> {
         for (k, (slot, draft)) in slots.iter().zip(drafts.iter()).enumerate() {
             for (j, &d) in draft.tokens.iter().enumerate() {
                 feeds.push(Feed {
-                    token: LlamaToken(d as i32),
+                    token: Token(d),
                     pos: slot.n_past + j as u32,
                     seq: slot.seq,
                     logits: true,

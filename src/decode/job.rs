@@ -5,7 +5,7 @@
 //! when asked) and may cancel a job; [`Requests`] is the source
 //! [`Engine::run`](super::Engine::run) uses. Nothing here depends on the engine.
 
-use crate::runtime::LlamaToken;
+use crate::runtime::Token;
 use crate::sampler::{extrapolate, Pair, Side};
 
 use super::config::{DecodeConfig, Mode};
@@ -17,7 +17,7 @@ use super::DecodeError;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub key: u64,
-    pub prompt: Vec<LlamaToken>,
+    pub prompt: Vec<Token>,
 }
 
 /// Why a generation ended.
@@ -51,7 +51,7 @@ pub struct TraceEntry {
 pub struct Generation {
     /// Index into the requests.
     pub request: usize,
-    pub tokens: Vec<LlamaToken>,
+    pub tokens: Vec<Token>,
     pub text: String,
     pub trace: Vec<TraceEntry>,
     pub finish: Finish,
@@ -76,7 +76,7 @@ pub struct Job {
     /// prompt and configuration give the same tokens however the job is
     /// scheduled next to others.
     pub key: u64,
-    pub prompt: Vec<LlamaToken>,
+    pub prompt: Vec<Token>,
     pub cfg: DecodeConfig,
     pub max_tokens: usize,
     /// Stop strings (cut from the text).

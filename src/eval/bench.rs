@@ -18,8 +18,8 @@ use super::verify::prompt_for;
 use crate::analysis::ScoreRecord;
 use crate::decode::{parse_specs, DecodeConfig, DecodeError, EngineOptions, SpecError};
 use crate::runtime::{
-    context_size, LlamaToken, LoadOptions, Model, ModelPair, Overlap, PairSpec, PromptFormat,
-    RuntimeError, ScoreOptions, ScoreSequence, Scorer,
+    context_size, LoadOptions, Model, ModelPair, Overlap, PairSpec, PromptFormat, RuntimeError,
+    ScoreOptions, ScoreSequence, Scorer, Token,
 };
 use crate::sampler::TokenMetrics;
 
@@ -119,7 +119,7 @@ pub struct Bench {
     pub pair: Option<ModelPair>,
     pub single: Option<Model>,
     /// Prompt tokens per problem.
-    pub prompts: Vec<Vec<LlamaToken>>,
+    pub prompts: Vec<Vec<Token>>,
     pub options: EngineOptions,
     pub grader: Grader,
     pub k: usize,
@@ -133,7 +133,7 @@ pub struct Bench {
 pub struct ScoredResponse {
     pub problem: usize,
     pub sample: usize,
-    pub tokens: Vec<LlamaToken>,
+    pub tokens: Vec<Token>,
     pub metrics: Vec<TokenMetrics>,
 }
 
@@ -386,7 +386,7 @@ impl Bench {
         let keys: Vec<SampleKey> = SampleKey::grid(n, self.k).collect();
         let evaluator = self.evaluator();
         let requests = evaluator.requests(&keys);
-        let mut done: Vec<(usize, Vec<LlamaToken>)> = Vec::new();
+        let mut done: Vec<(usize, Vec<Token>)> = Vec::new();
         evaluator.engine(&cfg, requests.len())?.run(
             &requests,
             |_, _| {},

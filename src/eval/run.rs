@@ -16,7 +16,7 @@ use super::verify::{extract, is_equivalent, Extraction};
 use crate::decode::{
     DecodeConfig, DecodeError, Engine, EngineOptions, Finish, Generation, Mode, Request,
 };
-use crate::runtime::{LlamaToken, Model, ModelPair};
+use crate::runtime::{Model, ModelPair, Token};
 
 /// One graded sample: a row of `dlogp eval --output`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,7 +224,7 @@ pub struct Evaluator<'m> {
     pub model: &'m Model,
     pub pair: Option<&'m ModelPair>,
     /// Prompt tokens per problem.
-    pub prompts: Vec<Vec<LlamaToken>>,
+    pub prompts: Vec<Vec<Token>>,
     pub tasks: &'m [Task],
     pub k: usize,
     pub grader: Grader,

@@ -5,7 +5,7 @@ use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::runtime::{ContextOptions, LlamaToken, LoadOptions, Model, Session};
+use crate::runtime::{ContextOptions, LoadOptions, Model, Session, Token};
 use crate::sampler::log_softmax;
 
 /// A base model context that owns (a share of) its model.
@@ -15,7 +15,7 @@ pub(crate) struct BaseContext {
     model: Arc<Model>,
     options: ContextOptions,
     /// Everything fed so far.
-    history: Vec<LlamaToken>,
+    history: Vec<Token>,
     /// Log-probs of the next token, once something was fed.
     next: Option<Vec<f64>>,
 }
@@ -77,12 +77,12 @@ impl BaseContext {
     }
 
     /// Feed tokens after those already fed; keep the next-token log-probs.
-    pub(crate) fn feed(&mut self, tokens: &[LlamaToken]) -> Result<(), String> {
+    pub(crate) fn feed(&mut self, tokens: &[Token]) -> Result<(), String> {
         if tokens.is_empty() {
             return Ok(());
         }
         let n_vocab = self.model.n_vocab();
-        if let Some(bad) = tokens.iter().find(|t| t.0 < 0 || t.0 as usize >= n_vocab) {
+        if let Some(bad) = tokens.iter().find(|t| t.index() >= n_vocab) {
             return Err(format!(
                 "token {} is outside the base model's vocabulary of {n_vocab}",
                 bad.0

@@ -10,7 +10,7 @@ use llama_cpp_sys_2 as sys;
 
 use super::base::BaseContext;
 use crate::decode::{defaults, step, ConfigPatch, DecodeConfig, Mode, Proposer};
-use crate::runtime::{ContextOptions, LlamaToken, LoadOptions};
+use crate::runtime::{ContextOptions, LoadOptions, Token};
 use crate::sampler::{log_softmax, Criterion, Pair};
 
 /// `dlogp_params.mode`: the base model alone.
@@ -374,7 +374,10 @@ pub unsafe extern "C" fn dlogp_sampler_feed_prompt(
         }
         // SAFETY: non-NULL, and the caller promises n_tokens readable tokens.
         let slice = unsafe { std::slice::from_raw_parts(tokens, n_tokens) };
-        let prompt: Vec<LlamaToken> = slice.iter().map(|&t| LlamaToken(t)).collect();
+        let prompt = slice
+            .iter()
+            .map(|&t| host_token(t))
+            .collect::<Result<Vec<_>, _>>()?;
         st.base.clear();
         st.ready = false;
         st.stats = fresh_stats();
@@ -481,6 +484,13 @@ unsafe extern "C" fn cb_apply(
     })
 }
 
+/// A host's `llama_token` as dlogp's token id; negative ids are errors.
+fn host_token(t: sys::llama_token) -> Result<Token, String> {
+    u32::try_from(t)
+        .map(Token)
+        .map_err(|_| format!("token {t} is outside the vocabulary (a negative id)"))
+}
+
 /// The host model's most likely candidate: the fallback on errors, so a
 /// host never sees an invalid selection.
 fn select_argmax(cur: &mut sys::llama_token_data_array, data: &[sys::llama_token_data]) {
@@ -545,7 +555,7 @@ unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_
                 st.stats.n_fired += u64::from(fired);
             }
         }
-        if let Err(e) = st.base.feed(&[LlamaToken(token)]) {
+        if let Err(e) = host_token(token).and_then(|t| st.base.feed(&[t])) {
             st.error.get_or_insert(e.clone());
             st.ready = false;
             return Err(e);

@@ -2,7 +2,7 @@
 //! logits copied out. Tests use it as the reference the batched scorer must
 //! agree with.
 
-use llama_cpp_2::token::LlamaToken;
+use super::token::Token;
 
 use super::session::{Feed, Session};
 use super::RuntimeError;
@@ -11,7 +11,7 @@ use super::RuntimeError;
 /// in chunks of `n_batch` on sequence 0 of a cleared session.
 pub fn plain_logits(
     session: &mut Session<'_>,
-    tokens: &[LlamaToken],
+    tokens: &[Token],
     n_batch: usize,
 ) -> Result<Vec<Vec<f32>>, RuntimeError> {
     if tokens.len() > session.n_ctx_seq() {

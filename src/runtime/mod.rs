@@ -9,6 +9,7 @@ mod pair;
 mod prompt;
 mod score;
 mod session;
+mod token;
 
 use std::path::PathBuf;
 
@@ -16,12 +17,12 @@ pub use backend::{backend, default_threads};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;
-pub use llama_cpp_2::token::LlamaToken;
 pub use model::{ContextOptions, LoadOptions, Model};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
 pub use prompt::PromptFormat;
 pub use score::{Overlap, ScoreOptions, ScoreSequence, Scorer};
 pub use session::{Feed, PairSession, Session};
+pub use token::Token;
 
 use crate::gguf::GgufError;
 

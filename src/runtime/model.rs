@@ -10,6 +10,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
+use super::token::Token;
+
 use super::{backend, RuntimeError};
 use crate::gguf::GgufFile;
 
@@ -200,19 +202,24 @@ impl Model {
 
     /// Tokenize text. `add_bos` adds the beginning-of-sequence token when the
     /// model asks for one; special tokens written in the text are parsed.
-    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<LlamaToken> {
-        self.inner.vocab().tokenize(text.as_bytes(), add_bos, true)
+    pub fn tokenize(&self, text: &str, add_bos: bool) -> Vec<Token> {
+        self.inner
+            .vocab()
+            .tokenize(text.as_bytes(), add_bos, true)
+            .into_iter()
+            .map(Token::from_llama)
+            .collect()
     }
 
     /// The text of one token (lossy for partial UTF-8 byte tokens).
-    pub fn piece(&self, token: LlamaToken) -> String {
-        let bytes = self.inner.vocab().token_to_piece(token, true, None);
+    pub fn piece(&self, token: Token) -> String {
+        let bytes = self.inner.vocab().token_to_piece(token.llama(), true, None);
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The raw bytes of one token (a UTF-8 character may span tokens).
-    pub fn piece_bytes(&self, token: LlamaToken) -> Vec<u8> {
-        self.inner.vocab().token_to_piece(token, true, None)
+    pub fn piece_bytes(&self, token: Token) -> Vec<u8> {
+        self.inner.vocab().token_to_piece(token.llama(), true, None)
     }
 
     /// Whether the model keeps recurrent state (Mamba-like layers), whose
@@ -222,8 +229,8 @@ impl Model {
     }
 
     /// Whether the token ends generation.
-    pub fn is_eog(&self, token: LlamaToken) -> bool {
-        self.inner.vocab().is_eog(token)
+    pub fn is_eog(&self, token: Token) -> bool {
+        self.inner.vocab().is_eog(token.llama())
     }
 
     /// The beginning-of-sequence token text, if the model adds one.
@@ -238,7 +245,7 @@ impl Model {
     }
 
     /// The token text of a special token id, or "" when the model has none.
-    pub fn special_text(&self, token: LlamaToken) -> String {
+    pub(crate) fn special_text(&self, token: LlamaToken) -> String {
         if token.0 < 0 {
             return String::new();
         }

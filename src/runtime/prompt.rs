@@ -103,7 +103,7 @@ impl PromptFormat {
 
     /// Tokenize a prompt, adding BOS when the model wants one and the
     /// rendered text does not already start with it.
-    pub fn tokenize_prompt(&self, model: &Model, text: &str) -> Vec<super::LlamaToken> {
+    pub fn tokenize_prompt(&self, model: &Model, text: &str) -> Vec<super::Token> {
         let has_bos = !self.bos.is_empty() && text.starts_with(&self.bos);
         model.tokenize(text, self.add_bos && !has_bos)
     }
@@ -117,7 +117,7 @@ impl PromptFormat {
         text: &str,
         n_ctx: usize,
         label: &str,
-    ) -> Result<Vec<super::LlamaToken>, RuntimeError> {
+    ) -> Result<Vec<super::Token>, RuntimeError> {
         self.check_bytes(text.len(), n_ctx, label)?;
         let tokens = self.tokenize_prompt(model, text);
         if tokens.len() + 1 > n_ctx {

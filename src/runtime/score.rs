@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::token::LlamaToken;
+use super::token::Token;
 
 use super::model::{ContextOptions, Model};
 use super::pair::ModelPair;
@@ -25,8 +25,8 @@ use crate::sampler::{
 pub struct ScoreSequence {
     /// How errors name this row, e.g. `rows.jsonl:3`.
     pub label: String,
-    pub prompt: Vec<LlamaToken>,
-    pub response: Vec<LlamaToken>,
+    pub prompt: Vec<Token>,
+    pub response: Vec<Token>,
 }
 
 impl ScoreSequence {
@@ -34,7 +34,7 @@ impl ScoreSequence {
         self.prompt.len() + self.response.len()
     }
 
-    fn token(&self, i: usize) -> LlamaToken {
+    fn token(&self, i: usize) -> Token {
         if i < self.prompt.len() {
             self.prompt[i]
         } else {
@@ -297,11 +297,10 @@ impl<'m> Scorer<'m> {
                     .iter()
                     .filter_map(|&s| self.sessions.logits(s, i))
                     .collect();
-                let m =
-                    per_position(&logits, target.0 as usize).map_err(|e| RuntimeError::Row {
-                        row: row.label.clone(),
-                        reason: format!("at response token {}: {e}", pos + 1 - row.prompt.len()),
-                    })?;
+                let m = per_position(&logits, target.index()).map_err(|e| RuntimeError::Row {
+                    row: row.label.clone(),
+                    reason: format!("at response token {}: {e}", pos + 1 - row.prompt.len()),
+                })?;
                 a.scores.push(m);
             }
 

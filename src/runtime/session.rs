@@ -8,8 +8,8 @@
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::token::LlamaToken;
 
+use super::token::Token;
 use super::RuntimeError;
 use crate::sampler::{Pair, Side};
 
@@ -17,7 +17,7 @@ use crate::sampler::{Pair, Side};
 /// next-token logits are needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Feed {
-    pub token: LlamaToken,
+    pub token: Token,
     pub pos: u32,
     pub seq: u32,
     pub logits: bool,
@@ -70,7 +70,7 @@ impl<'m> Session<'m> {
             let pos = i32::try_from(f.pos).map_err(|e| RuntimeError::Batch(e.to_string()))?;
             let seq = i32::try_from(f.seq).map_err(|e| RuntimeError::Batch(e.to_string()))?;
             self.batch
-                .add(f.token, pos, &[seq], f.logits)
+                .add(f.token.llama(), pos, &[seq], f.logits)
                 .map_err(|e| RuntimeError::Batch(e.to_string()))?;
         }
         self.ctx
@@ -112,12 +112,7 @@ impl<'m> Session<'m> {
     /// Feed `tokens` to sequence `seq` at positions `start..`, in chunks of
     /// the batch size, asking for the logits of the last token only; returns
     /// the index to read them with [`Session::logits`].
-    pub fn feed(
-        &mut self,
-        seq: u32,
-        start: u32,
-        tokens: &[LlamaToken],
-    ) -> Result<usize, RuntimeError> {
+    pub fn feed(&mut self, seq: u32, start: u32, tokens: &[Token]) -> Result<usize, RuntimeError> {
         let mut last = 0;
         for feeds in prompt_feeds(tokens, start, seq, self.n_batch) {
             self.decode(&feeds)?;
@@ -129,7 +124,7 @@ impl<'m> Session<'m> {
 
 /// `tokens` as the feeds of sequence `seq` from position `start`, in batches
 /// of at most `n_batch`; only the last token asks for logits.
-fn prompt_feeds(tokens: &[LlamaToken], start: u32, seq: u32, n_batch: usize) -> Vec<Vec<Feed>> {
+fn prompt_feeds(tokens: &[Token], start: u32, seq: u32, n_batch: usize) -> Vec<Vec<Feed>> {
     let n = tokens.len();
     let n_batch = n_batch.max(1);
     tokens
@@ -233,7 +228,7 @@ impl<'m> PairSession<'m> {
     /// Feed a prompt to sequence `seq` on every side, in chunks, decoding
     /// each chunk on both sides like [`PairSession::decode`]; returns the
     /// index of the last token's logits.
-    pub fn prefill(&mut self, seq: u32, tokens: &[LlamaToken]) -> Result<usize, RuntimeError> {
+    pub fn prefill(&mut self, seq: u32, tokens: &[Token]) -> Result<usize, RuntimeError> {
         let mut last = 0;
         for feeds in prompt_feeds(tokens, 0, seq, self.n_batch()) {
             self.decode(&feeds)?;
@@ -289,11 +284,11 @@ impl<'m> PairSession<'m> {
 
 #[cfg(test)]
 mod tests {
-    use super::{prompt_feeds, Feed, LlamaToken};
+    use super::{prompt_feeds, Feed, Token};
 
     #[test]
     fn prompt_feeds_chunk_in_order_with_logits_for_the_last_token_only() {
-        let tokens: Vec<LlamaToken> = (10..15).map(LlamaToken).collect();
+        let tokens: Vec<Token> = (10..15).map(Token).collect();
         let chunks = prompt_feeds(&tokens, 3, 7, 2);
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
         let flat: Vec<Feed> = chunks.concat();

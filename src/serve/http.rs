@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::reply;
 use super::worker::{Permit, Stats, Submission};
 use crate::decode::{DecodeConfig, Job};
-use crate::runtime::{ChatMessage, LlamaToken, ModelPair, PromptFormat};
+use crate::runtime::{ChatMessage, ModelPair, PromptFormat, Token};
 
 /// Limits on what one request may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub(super) enum Kind {
 pub(super) struct Prepared {
     pub(super) kind: Kind,
     pub(super) model: String,
-    pub(super) prompt: Vec<LlamaToken>,
+    pub(super) prompt: Vec<Token>,
     pub(super) cfg: DecodeConfig,
     pub(super) max_tokens: usize,
     pub(super) stop: Vec<String>,
@@ -244,7 +244,7 @@ fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, A
                     format!("token id {bad} is outside the vocabulary of {n_vocab}"),
                 ));
             }
-            ids.iter().map(|&t| LlamaToken(t as i32)).collect()
+            ids.iter().map(|&t| Token(t)).collect()
         }
     };
     let top = match r.logprobs {
@@ -263,7 +263,7 @@ fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, A
 fn prepare_common(
     st: &AppState,
     kind: Kind,
-    prompt: Vec<LlamaToken>,
+    prompt: Vec<Token>,
     c: Common,
     logprobs: Option<usize>,
 ) -> Result<Prepared, ApiError> {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
 use crate::decode::{DecodeError, Engine, Finish, Generation, Job, JobSource, TokenEvent};
-use crate::runtime::{LlamaToken, Model};
+use crate::runtime::{Model, Token};
 
 /// A request for the engine.
 pub struct Submission {
@@ -136,7 +136,7 @@ impl<'m> Worker<'m> {
     }
 
     fn piece(&self, id: u32) -> (String, Vec<u8>) {
-        let bytes = self.model.piece_bytes(LlamaToken(id as i32));
+        let bytes = self.model.piece_bytes(Token(id));
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
     }
 }

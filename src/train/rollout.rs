@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::TrainError;
 use crate::decode::{DecodeConfig, Engine, EngineOptions, Finish, Mode, Proposer, Request};
-use crate::runtime::{LlamaToken, LoadOptions, ModelPair, PairSpec, RlSource};
+use crate::runtime::{LoadOptions, ModelPair, PairSpec, RlSource, Token};
 use crate::sampler::{Criterion, Gate, SamplingParams};
 
 /// One sampled response.
@@ -51,7 +51,7 @@ pub fn sample_groups(
         for s in 0..g {
             requests.push(Request {
                 key: key * g as u64 + s as u64,
-                prompt: prompt.iter().map(|&t| LlamaToken(t as i32)).collect(),
+                prompt: prompt.iter().map(|&t| Token(t)).collect(),
             });
         }
     }
@@ -85,7 +85,7 @@ pub fn sample_groups(
         |_, _| {},
         |gen| {
             let (task, prompt, _) = prompts[gen.request / g];
-            let mut response: Vec<u32> = gen.tokens.iter().map(|t| t.0 as u32).collect();
+            let mut response: Vec<u32> = gen.tokens.iter().map(|t| t.0).collect();
             if gen.finish == Finish::Eog {
                 if let Some(last) = gen.trace.last() {
                     response.push(last.chosen);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use dlogp::gguf::LoraTensor;
-use dlogp::runtime::{plain_logits, LlamaToken, LoadOptions, Model, RlSource, Session};
+use dlogp::runtime::{plain_logits, LoadOptions, Model, RlSource, Session, Token};
 use dlogp::train::{init_threads, LoraConfig, LoraTarget, Policy, THREAD_ENV};
 
 use crate::common::*;
@@ -34,17 +34,13 @@ fn policy(path: &Path, cfg: LoraConfig) -> Policy {
 
 /// Token ids of `text` under the model's own tokenizer (with BOS).
 fn tokens(model: &Model, text: &str) -> Vec<u32> {
-    model
-        .tokenize(text, true)
-        .iter()
-        .map(|t| t.0 as u32)
-        .collect()
+    model.tokenize(text, true).iter().map(|t| t.0).collect()
 }
 
 /// llama.cpp's log-prob of every next token (`out[t]` = log p(tokens[t+1])).
 fn llama_logprobs(model: &Model, toks: &[u32]) -> Vec<f64> {
     let mut ctx = Session::new(model.new_context(&PLAIN_CONTEXT).unwrap(), 1, "model");
-    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let ids: Vec<Token> = toks.iter().map(|&t| Token(t)).collect();
     let logits = plain_logits(&mut ctx, &ids, 512).unwrap();
     next_token_logprobs(&logits, toks)
 }
@@ -102,7 +98,7 @@ fn tiny_forward_matches_llama_cpp_at_every_position() {
     );
     assert!(mean < 1e-3 && max < 5e-3, "mean {mean}, max {max}");
     // the full distributions agree too, not just the chosen tokens
-    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let ids: Vec<Token> = toks.iter().map(|&t| Token(t)).collect();
     let mut ctx = Session::new(model.new_context(&PLAIN_CONTEXT).unwrap(), 1, "model");
     let ll = plain_logits(&mut ctx, &ids, 512).unwrap();
     let tl = p.logits(&toks).unwrap().to_vec2::<f32>().unwrap();
@@ -279,7 +275,7 @@ fn written_adapter_has_the_trainers_effect_in_llama_cpp() {
     // B = 0 (the initial adapter): Δlog p = 0 exactly on the pair
     let zero = dir.path().join("zero.gguf");
     p.write_adapter(&zero, &[]).unwrap();
-    let ids: Vec<LlamaToken> = toks.iter().map(|&t| LlamaToken(t as i32)).collect();
+    let ids: Vec<Token> = toks.iter().map(|&t| Token(t)).collect();
     let pair = load_pair(
         &path,
         RlSource::Lora {
@@ -597,7 +593,7 @@ mod cli {
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let policy = super::policy(&path, lora(2, &[LoraTarget::Q]));
         let digits: Vec<(u32, String)> = (0..model.n_vocab() as i32)
-            .map(|i| (i as u32, model.piece(LlamaToken(i))))
+            .map(|i| (i as u32, model.piece(Token(i as u32))))
             .filter(|(_, p)| p.len() == 1 && p.chars().all(|c| c.is_ascii_digit()))
             .collect();
         let mut best = (0.0f64, String::new(), String::new());
