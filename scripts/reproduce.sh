@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The laptop-scale reproduction of METHOD.md §4 (see README): DAPO and
+# The laptop-scale reproduction of docs/METHOD.md §4 (see README): DAPO and
 # DAPO + low-probability reweighting on SmolLM2-135M-Instruct with seeded
 # arithmetic (levels 1 and 3), the same seeds and budget; then Avg@4 on two
 # held-out test splits for the base model and every adapter, selective
