@@ -141,6 +141,74 @@ pub fn step(
     decide(cfg, lp, proposed, seq, pos)
 }
 
+/// The distribution a [`step`] draws from, as one vector of probabilities
+/// over the vocabulary: with P the proposer's truncated distribution, f(y)
+/// the chance the gate fires on proposal y and R the re-sampling
+/// distribution (π_RL for `replace`, π_X for `extrapolate`, both truncated),
+///
+///     q(v) = P(v) · (1 − f(v)) + (Σ_y P(y) f(y)) · R(v)
+///
+/// which is exactly the law of "propose, gate, re-sample where it fired"
+/// (`base` and `rl` are P alone, `global` is R). A host can sample from it
+/// with any sampler (the plugin's composable mode), at the cost of the keyed
+/// draws: the distribution is the same, the tokens are not.
+pub fn mixture(cfg: &DecodeConfig, lp: Pair<Option<&[f64]>>) -> Result<Vec<f64>, DecodeError> {
+    let n = lp.base.or(lp.rl).map_or(0, <[f64]>::len);
+    let dense = |d: &Distribution| {
+        let mut q = vec![0.0; n];
+        for &(v, p) in d.candidates() {
+            q[v as usize] = p;
+        }
+        q
+    };
+    if let (Mode::Base | Mode::Rl, Some(side)) = (cfg.mode(), cfg.proposer_side()) {
+        // one model alone: its own distribution
+        let lp_p = (*lp.get(side)).ok_or_else(missing)?;
+        return Ok(dense(&Distribution::from_logprobs(lp_p, cfg.sampling())?));
+    }
+    let both = lp.both().ok_or_else(missing)?;
+    let resampled = match cfg.mode() {
+        Mode::Replace => Distribution::from_logprobs(both.rl, cfg.sampling())?,
+        _ => {
+            let mut lp_x = vec![0.0; n];
+            extrapolate(both, cfg.gamma(), &mut lp_x)?;
+            Distribution::from_logprobs(&lp_x, cfg.sampling())?
+        }
+    };
+    let Some(side) = cfg.proposer_side() else {
+        return Ok(dense(&resampled)); // global
+    };
+    let proposal = Distribution::from_logprobs(both.get(side), cfg.sampling())?;
+    let gate = cfg.gate();
+    let constant = if gate.reads_proposal() {
+        None
+    } else if gate.criterion() == crate::sampler::Criterion::Random {
+        Some(gate.tau().clamp(0.0, 1.0))
+    } else {
+        let input = gate_input(0.0, both.base, both.rl, gate.needs_distribution_metrics());
+        Some(if gate.fires(&input, 0.5) { 1.0 } else { 0.0 })
+    };
+    let mut q = vec![0.0; n];
+    let mut fired = 0.0;
+    for &(y, p) in proposal.candidates() {
+        let f = constant.unwrap_or_else(|| {
+            let t = y as usize;
+            let input = gate_input(both.rl[t] - both.base[t], both.base, both.rl, false);
+            if gate.fires(&input, 0.5) {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        q[y as usize] += p * (1.0 - f);
+        fired += p * f;
+    }
+    for &(v, p) in resampled.candidates() {
+        q[v as usize] += fired * p;
+    }
+    Ok(q)
+}
+
 /// The gate's view of a position. Entropies and KLs (full-vocabulary sums)
 /// are computed only for criteria that read them.
 fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
@@ -193,4 +261,70 @@ fn resample(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, D
 
 fn missing() -> DecodeError {
     DecodeError::Numerics("a model the mode needs was not evaluated".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mixture, step};
+    use crate::decode::{DecodeConfig, Mode, Proposer};
+    use crate::sampler::{log_softmax, Criterion, Gate, Pair, SamplingParams};
+
+    fn lp(logits: &[f32]) -> Vec<f64> {
+        let mut out = vec![0.0; logits.len()];
+        log_softmax(logits, &mut out).unwrap();
+        out
+    }
+
+    /// The one-step mixture is the law of the two-step procedure: for every
+    /// mode, proposer and kind of criterion, 60 000 keyed draws of `step`
+    /// pass a chi-square test against `mixture` (and the mixture sums to 1).
+    #[test]
+    fn mixture_is_the_law_of_propose_gate_resample() {
+        let base = lp(&[2.0, 1.5, 0.2, -0.5, 1.0, -1.0, 0.4, 0.0]);
+        let rl = lp(&[0.5, 2.2, 1.4, -0.2, -1.5, 0.3, 0.4, 1.1]);
+        let lps = Pair::new(Some(&base[..]), Some(&rl[..]));
+        let sampling = SamplingParams {
+            temperature: 1.3,
+            top_k: 0,
+            top_p: 0.9,
+        };
+        let cases = [
+            (Mode::Extrapolate, Proposer::Base, Criterion::Dlogp, -0.3),
+            (Mode::Extrapolate, Proposer::Rl, Criterion::Dlogp, -0.3),
+            (Mode::Replace, Proposer::Base, Criterion::Dlogp, 0.2),
+            (Mode::Replace, Proposer::Base, Criterion::Random, 0.35),
+            (Mode::Extrapolate, Proposer::Base, Criterion::Kl, 0.01),
+            (Mode::Extrapolate, Proposer::Base, Criterion::Never, 0.0),
+            (Mode::Global, Proposer::Base, Criterion::Always, 0.0),
+            (Mode::Base, Proposer::Base, Criterion::Dlogp, -0.3),
+            (Mode::Rl, Proposer::Base, Criterion::Dlogp, -0.3),
+        ];
+        let n = 60_000;
+        for (mode, proposer, criterion, tau) in cases {
+            let gate = Gate::new(criterion, tau).unwrap();
+            let cfg = DecodeConfig::new(mode, proposer, gate, 2.0, sampling, 5).unwrap();
+            let q = mixture(&cfg, lps).unwrap();
+            assert!(
+                (q.iter().sum::<f64>() - 1.0).abs() < 1e-12,
+                "{mode:?}: {q:?}"
+            );
+            let mut counts = vec![0usize; q.len()];
+            for key in 0..n {
+                counts[step(&cfg, lps, key, 3).unwrap().decision.chosen as usize] += 1;
+            }
+            let mut chi2 = 0.0;
+            let mut dof = 0;
+            for (v, &c) in counts.iter().enumerate() {
+                let e = q[v] * n as f64;
+                if e == 0.0 {
+                    assert_eq!(c, 0, "{mode:?} {criterion:?}: token {v} is impossible");
+                    continue;
+                }
+                chi2 += (c as f64 - e).powi(2) / e;
+                dof += 1;
+            }
+            // χ² with ≤ 7 degrees of freedom: 24.3 is its 0.999 quantile
+            assert!(chi2 < 24.3, "{mode:?} {proposer:?} {criterion:?}: χ² {chi2} over {dof} cells, {counts:?} vs {q:?}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use llama_cpp_sys_2 as sys;
 
 use super::base::BaseContext;
 use crate::decode::{defaults, step, ConfigPatch, DecodeConfig, Mode, Proposer};
-use crate::runtime::{ContextOptions, LoadOptions, Token};
+use crate::runtime::{default_threads, ContextOptions, LoadOptions, Token};
 use crate::sampler::{log_softmax, Criterion, Pair};
 
 /// `dlogp_params.mode`: the base model alone.
@@ -48,6 +48,37 @@ pub const DLOGP_PROPOSER_BASE: i32 = 0;
 /// `dlogp_params.proposer`: the RL model proposes.
 pub const DLOGP_PROPOSER_RL: i32 = 1;
 
+/// The version of the plugin's C interface (`dlogp_abi.version`). It
+/// changes whenever `dlogp_params`, `dlogp_stats`, `dlogp_abi` or a
+/// function's meaning changes.
+pub const DLOGP_ABI_VERSION: u32 = 2;
+
+/// The layout of the llama.cpp structs the plugin shares with its host, as
+/// the host's compiler sees them. Fill it with `DLOGP_HOST_ABI` (defined
+/// below for hosts that include `llama.h` first); the plugin compares it
+/// with its own and refuses to start on any difference.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct dlogp_abi {
+    /// `DLOGP_ABI_VERSION` of the header the host was compiled with.
+    pub version: u32,
+    /// `sizeof(struct llama_sampler_i)`.
+    pub size_sampler_i: u32,
+    /// `sizeof(struct llama_sampler)`.
+    pub size_sampler: u32,
+    /// `sizeof(llama_token_data)`.
+    pub size_token_data: u32,
+    /// `sizeof(llama_token_data_array)`.
+    pub size_token_data_array: u32,
+    /// `offsetof(llama_token_data_array, selected)`.
+    pub offset_selected: u32,
+    /// `offsetof(llama_token_data_array, sorted)`.
+    pub offset_sorted: u32,
+    /// `sizeof(llama_token)`.
+    pub size_token: u32,
+}
+
 /// Settings of a dlogp sampler; start from [`dlogp_params_default`].
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -76,10 +107,21 @@ pub struct dlogp_params {
     pub key: u64,
     /// Context size of the base model's context (prompt + generation).
     pub n_ctx: u32,
-    /// CPU threads of the base model's context (≥ 1).
+    /// CPU threads of the base model's context (≥ 1; the default is the
+    /// machine's physical cores, like the CLI).
     pub n_threads: i32,
-    /// Layers of the base model to offload in GPU builds.
+    /// Layers of the base model to offload in GPU builds (the default, 999,
+    /// offloads all, like the CLI; 0 is CPU only).
     pub n_gpu_layers: u32,
+    /// 0: the sampler selects the token itself (keyed draws: the same tokens
+    /// as `dlogp generate`). 1: composable: it writes the log-probabilities
+    /// of the exact distribution its two-step procedure samples from
+    /// (propose, gate, re-sample) into the candidates' logits and selects
+    /// nothing, so later samplers of the chain (grammar, `dist` …) make the
+    /// draw; `seed` and `key` are then unused and `n_fired` stays 0.
+    pub compose: u32,
+    /// The host's llama.cpp layout: set it to `DLOGP_HOST_ABI`.
+    pub abi: dlogp_abi,
 }
 
 /// Counters of a dlogp sampler since the last prompt.
@@ -129,6 +171,8 @@ fn boundary<T>(fallback: T, f: impl FnOnce() -> Result<T, String>) -> T {
 struct State {
     cfg: DecodeConfig,
     key: u64,
+    /// Write the mixture's log-probs instead of selecting (`params.compose`).
+    compose: bool,
     base: BaseContext,
     /// Tokens fed as the prompt (positions count from here).
     n_prompt: usize,
@@ -158,9 +202,111 @@ static IFACE: sys::llama_sampler_i = sys::llama_sampler_i {
     copy_state: None,
 };
 
+/// The plugin's own view of [`dlogp_abi`].
+fn plugin_abi() -> dlogp_abi {
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    dlogp_abi {
+        version: DLOGP_ABI_VERSION,
+        size_sampler_i: size(std::mem::size_of::<sys::llama_sampler_i>()),
+        size_sampler: size(std::mem::size_of::<sys::llama_sampler>()),
+        size_token_data: size(std::mem::size_of::<sys::llama_token_data>()),
+        size_token_data_array: size(std::mem::size_of::<sys::llama_token_data_array>()),
+        offset_selected: size(std::mem::offset_of!(sys::llama_token_data_array, selected)),
+        offset_sorted: size(std::mem::offset_of!(sys::llama_token_data_array, sorted)),
+        size_token: size(std::mem::size_of::<sys::llama_token>()),
+    }
+}
+
+/// Every difference between the host's layout and the plugin's, or `Ok`.
+fn check_abi(host: &dlogp_abi) -> Result<(), String> {
+    let own = plugin_abi();
+    if host.version == 0 {
+        return Err(
+            "params.abi is not filled: set it to DLOGP_HOST_ABI (include llama.h \
+                    before dlogp.h), so the plugin can check the host's llama.cpp"
+                .to_string(),
+        );
+    }
+    let fields = [
+        ("version", host.version, own.version),
+        (
+            "sizeof(struct llama_sampler_i)",
+            host.size_sampler_i,
+            own.size_sampler_i,
+        ),
+        (
+            "sizeof(struct llama_sampler)",
+            host.size_sampler,
+            own.size_sampler,
+        ),
+        (
+            "sizeof(llama_token_data)",
+            host.size_token_data,
+            own.size_token_data,
+        ),
+        (
+            "sizeof(llama_token_data_array)",
+            host.size_token_data_array,
+            own.size_token_data_array,
+        ),
+        (
+            "offsetof(llama_token_data_array, selected)",
+            host.offset_selected,
+            own.offset_selected,
+        ),
+        (
+            "offsetof(llama_token_data_array, sorted)",
+            host.offset_sorted,
+            own.offset_sorted,
+        ),
+        ("sizeof(llama_token)", host.size_token, own.size_token),
+    ];
+    let diffs: Vec<String> = fields
+        .iter()
+        .filter(|(_, h, o)| h != o)
+        .map(|(name, h, o)| format!("{name}: host {h}, plugin {o}"))
+        .collect();
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the host's llama.cpp is not compatible with this libdlogp ({})\nhint: build the \
+             host against a llama.cpp whose llama_sampler_i has 12 fields (llama-cpp-sys-2 \
+             0.1.161's), or rebuild libdlogp against the host's",
+            diffs.join("; ")
+        ))
+    }
+}
+
+/// The version of the plugin's C interface: compare it with the header's
+/// `DLOGP_ABI_VERSION` when loading the library at run time (dlopen, ctypes).
+#[no_mangle]
+pub extern "C" fn dlogp_abi_version() -> u32 {
+    DLOGP_ABI_VERSION
+}
+
+/// Check a host's layout (`DLOGP_HOST_ABI`) against the plugin's without
+/// making a sampler. Returns 0, or -1 with the differences in
+/// `dlogp_last_error`.
+///
+/// # Safety
+/// `host` must be NULL or a valid `dlogp_abi`.
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_abi_check(host: *const dlogp_abi) -> i32 {
+    boundary(-1, || {
+        if host.is_null() {
+            return Err("host is NULL".to_string());
+        }
+        // SAFETY: checked non-NULL; the caller promises a valid struct.
+        check_abi(unsafe { &*host }).map(|()| 0)
+    })
+}
+
 /// The defaults of `dlogp generate`: extrapolate, criterion dlogp, τ = −0.3,
 /// γ = 0.1, temperature 1, top-p 0.7, seed 0, key 0, a 4096-token context,
-/// 2 threads.
+/// the machine's physical cores, every layer offloaded in GPU builds, the
+/// sampler selecting the token itself. `abi` is left empty: set it to
+/// `DLOGP_HOST_ABI`.
 #[no_mangle]
 pub extern "C" fn dlogp_params_default() -> dlogp_params {
     dlogp_params {
@@ -175,8 +321,10 @@ pub extern "C" fn dlogp_params_default() -> dlogp_params {
         seed: defaults::SEED,
         key: 0,
         n_ctx: 4096,
-        n_threads: 2,
-        n_gpu_layers: 0,
+        n_threads: i32::try_from(default_threads()).unwrap_or(1),
+        n_gpu_layers: LoadOptions::default().n_gpu_layers,
+        compose: 0,
+        abi: dlogp_abi::default(),
     }
 }
 
@@ -236,10 +384,13 @@ fn config(p: &dlogp_params) -> Result<DecodeConfig, String> {
 
 /// A sampler that performs selective replace / extrapolation for a host
 /// whose model is the RL model. `base_model_path` is the base model (GGUF,
-/// same vocabulary); `params` may be NULL for the defaults. Returns NULL on
-/// error (see `dlogp_last_error`). Free it with `llama_sampler_free` (or let
-/// a chain that owns it do so). Use it as the only (or last) sampler of a
-/// chain: it reads raw logits and selects the token itself.
+/// same vocabulary); `params` holds the settings and the host's layout
+/// (`params.abi = DLOGP_HOST_ABI`), checked first. Returns NULL on error (see
+/// `dlogp_last_error`). Free it with `llama_sampler_free` (or let a chain
+/// that owns it do so). It reads the host model's raw logits, so it comes
+/// first in a chain; with `compose = 0` it selects the token itself (use it
+/// alone), with `compose = 1` it rewrites the logits and a later sampler
+/// (`dist`) draws.
 ///
 /// # Safety
 /// `base_model_path` must be NULL or a NUL-terminated string; `params` NULL
@@ -257,13 +408,20 @@ pub unsafe extern "C" fn dlogp_sampler_init(
         let path = unsafe { CStr::from_ptr(base_model_path) }
             .to_str()
             .map_err(|_| "base_model_path is not UTF-8".to_string())?;
-        let p = if params.is_null() {
-            dlogp_params_default()
-        } else {
-            // SAFETY: checked non-NULL; the caller promises a valid struct.
-            unsafe { *params }
-        };
+        if params.is_null() {
+            return Err("params is NULL (start from dlogp_params_default() and set \
+                        params.abi = DLOGP_HOST_ABI)"
+                .to_string());
+        }
+        // SAFETY: checked non-NULL; the caller promises a valid struct.
+        let p = unsafe { *params };
+        check_abi(&p.abi)?;
         let cfg = config(&p)?;
+        let compose = match p.compose {
+            0 => false,
+            1 => true,
+            c => return Err(format!("invalid params.compose: {c} (use 0 or 1)")),
+        };
         if p.n_threads < 1 {
             return Err(format!("n_threads must be at least 1, got {}", p.n_threads));
         }
@@ -284,6 +442,7 @@ pub unsafe extern "C" fn dlogp_sampler_init(
         Ok(new_sampler(State {
             cfg,
             key: p.key,
+            compose,
             base,
             n_prompt: 0,
             ready: false,
@@ -468,6 +627,20 @@ unsafe extern "C" fn cb_apply(
                 return Err(e);
             }
         };
+        if st.compose {
+            return match compose(st, data) {
+                Ok(()) => {
+                    cur.selected = -1;
+                    cur.sorted = false;
+                    Ok(())
+                }
+                Err(e) => {
+                    // the host's own logits stay: it samples the RL model
+                    st.error.get_or_insert(e.clone());
+                    Err(e)
+                }
+            };
+        }
         match decide(st, data) {
             Ok((index, token, fired)) => {
                 cur.selected = index as i64;
@@ -504,6 +677,51 @@ fn select_argmax(cur: &mut sys::llama_token_data_array, data: &[sys::llama_token
 
 /// The decision at the next position: (index in `data`, token, gate fired).
 fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32, bool), String> {
+    let lp_rl = host_logprobs(st, data)?;
+    let lp_base = st
+        .base
+        .next_logprobs()
+        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    let pos = (st.base.len() - st.n_prompt) as u64;
+    let lp = Pair::new(Some(lp_base), Some(&lp_rl[..]));
+    let d = step::step(&st.cfg, lp, st.key, pos)
+        .map_err(|e| e.to_string())?
+        .decision;
+    st.stats.last_dlogp = d.dlogp.unwrap_or(f64::NAN);
+    let index = data
+        .iter()
+        .position(|c| c.id as u32 == d.chosen)
+        .ok_or_else(|| "the chosen token is not a candidate".to_string())?;
+    Ok((index, d.chosen, d.fired))
+}
+
+/// Composable mode: every candidate's logit becomes the log-probability of
+/// the distribution [`step::mixture`] (the law of propose, gate,
+/// re-sample), its `p` that probability; impossible tokens get `-inf`.
+fn compose(st: &mut State, data: &mut [sys::llama_token_data]) -> Result<(), String> {
+    let lp_rl = host_logprobs(st, data)?;
+    let lp_base = st
+        .base
+        .next_logprobs()
+        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    let q = step::mixture(&st.cfg, Pair::new(Some(lp_base), Some(&lp_rl[..])))
+        .map_err(|e| e.to_string())?;
+    for d in data.iter_mut() {
+        // ids were checked by host_logprobs
+        let p = q[d.id as usize];
+        d.logit = if p > 0.0 {
+            p.ln() as f32
+        } else {
+            f32::NEG_INFINITY
+        };
+        d.p = p as f32;
+    }
+    Ok(())
+}
+
+/// The host (RL) model's full-vocabulary log-probs from its raw logits, after
+/// checking that a prompt was fed and every token is a candidate.
+fn host_logprobs(st: &State, data: &[sys::llama_token_data]) -> Result<Vec<f64>, String> {
     if !st.ready {
         return Err("no prompt was fed: call dlogp_sampler_feed_prompt first".to_string());
     }
@@ -525,21 +743,7 @@ fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32,
     }
     let mut lp_rl = vec![0.0; n_vocab];
     log_softmax(&logits, &mut lp_rl).map_err(|e| format!("host (RL) model: {e}"))?;
-    let lp_base = st
-        .base
-        .next_logprobs()
-        .ok_or_else(|| "the base model has no log-probs".to_string())?;
-    let pos = (st.base.len() - st.n_prompt) as u64;
-    let lp = Pair::new(Some(lp_base), Some(&lp_rl[..]));
-    let d = step::step(&st.cfg, lp, st.key, pos)
-        .map_err(|e| e.to_string())?
-        .decision;
-    st.stats.last_dlogp = d.dlogp.unwrap_or(f64::NAN);
-    let index = data
-        .iter()
-        .position(|c| c.id as u32 == d.chosen)
-        .ok_or_else(|| "the chosen token is not a candidate".to_string())?;
-    Ok((index, d.chosen, d.fired))
+    Ok(lp_rl)
 }
 
 unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_token) {
@@ -554,6 +758,8 @@ unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_
                 st.stats.n_decided += 1;
                 st.stats.n_fired += u64::from(fired);
             }
+        } else if st.compose {
+            st.stats.n_decided += 1;
         }
         if let Err(e) = host_token(token).and_then(|t| st.base.feed(&[t])) {
             st.error.get_or_insert(e.clone());
@@ -585,6 +791,7 @@ unsafe extern "C" fn cb_clone(smpl: *const sys::llama_sampler) -> *mut sys::llam
         let copy = State {
             cfg: st.cfg.clone(),
             key: st.key,
+            compose: st.compose,
             base: st.base.duplicate()?,
             n_prompt: st.n_prompt,
             ready: st.ready,

@@ -3,12 +3,16 @@
  * model, decodes the prompt, and generates with the dlogp sampler in a
  * sampler chain. Then it checks clone (a copy taken after the prompt
  * generates the same tokens) and reset (a reset sampler fed the prompt again
- * generates the same tokens), and the plugin's pointer checks.
+ * generates the same tokens), the plugin's pointer and ABI checks, and the
+ * composable mode: the plugin with top-k 1 writing its distribution into a
+ * chain whose own `dist` sampler draws (a point mass, so the tokens are
+ * those of `dlogp generate --top-k 1`).
  *
  * usage: host RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]
  * (with LORA, the RL model is RL.gguf + that adapter at scale 1)
  * prints: "tokens: t1 t2 ..." (the chain's), "clone: ...", "reset: ...",
- *         "stats: n_decided n_fired", "checks: ok"
+ *         "stats: n_decided n_fired", "compose: ..." (top-k 1, composed),
+ *         "checks: ok"
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +94,7 @@ int main(int argc, char **argv) {
     if (n_prompt <= 0) { fprintf(stderr, "tokenize failed\n"); return 1; }
 
     struct dlogp_params p = dlogp_params_default();
+    p.abi = DLOGP_HOST_ABI;
     p.seed = strtoull(argv[5], NULL, 10);
     p.mode = atoi(argv[6]);
     p.tau = atof(argv[7]);
@@ -99,6 +104,17 @@ int main(int argc, char **argv) {
 
     /* pointer and argument checks: errors, never crashes */
     int checks = 1;
+    checks &= dlogp_abi_version() == DLOGP_ABI_VERSION;
+    struct dlogp_abi abi = DLOGP_HOST_ABI;
+    checks &= dlogp_abi_check(&abi) == 0;
+    checks &= dlogp_abi_check(NULL) == -1;
+    struct dlogp_params no_abi = p;
+    memset(&no_abi.abi, 0, sizeof no_abi.abi);
+    checks &= dlogp_sampler_init(base_path, &no_abi) == NULL && strstr(dlogp_last_error(), "DLOGP_HOST_ABI") != NULL;
+    struct dlogp_params other_abi = p;
+    other_abi.abi.size_sampler_i += 8; /* a llama.cpp with one more callback */
+    checks &= dlogp_sampler_init(base_path, &other_abi) == NULL && strstr(dlogp_last_error(), "llama_sampler_i") != NULL;
+    checks &= dlogp_sampler_init(base_path, NULL) == NULL;
     checks &= dlogp_sampler_init(NULL, &p) == NULL && strlen(dlogp_last_error()) > 0;
     checks &= dlogp_sampler_init("/nonexistent.gguf", &p) == NULL;
     struct dlogp_params bad = p;
@@ -147,6 +163,22 @@ int main(int argc, char **argv) {
     llama_decode(ctx, llama_batch_get_one(prompt, n_prompt));
     (void)llama_sampler_sample(copy, ctx, -1);
     checks &= dlogp_sampler_error(copy) != NULL;
+
+    /* composable: dlogp rewrites the logits, the chain's dist draws */
+    struct dlogp_params pc = p;
+    pc.compose = 1;
+    pc.top_k = 1;
+    struct llama_sampler *dc = dlogp_sampler_init(base_path, &pc);
+    if (!dc) { fprintf(stderr, "compose init: %s\n", dlogp_last_error()); return 1; }
+    struct llama_sampler *composed = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    llama_sampler_chain_add(composed, dc);
+    llama_sampler_chain_add(composed, llama_sampler_init_dist((uint32_t)p.seed + 1));
+    if (dlogp_sampler_feed_prompt(dc, prompt, (size_t)n_prompt) != 0) return 1;
+    n = generate(ctx, vocab, composed, prompt, n_prompt, n_predict, out);
+    print_tokens("compose", out, n);
+    checks &= dlogp_sampler_error(dc) == NULL;
+    checks &= dlogp_sampler_stats(dc, &stats) == 0 && stats.n_decided == (uint64_t)n;
+    llama_sampler_free(composed);
 
     printf("checks: %s\n", checks ? "ok" : "FAILED");
     free(out);

@@ -41,6 +41,10 @@ fn plugin_header_is_current() {
         "struct dlogp_params dlogp_params_default(",
         "#define DLOGP_MODE_EXTRAPOLATE 3",
         "llama-cpp-sys-2",
+        "uint32_t dlogp_abi_version(",
+        "int32_t dlogp_abi_check(const struct dlogp_abi *host)",
+        "#define DLOGP_HOST_ABI",
+        "uint32_t compose;",
     ] {
         assert!(text.contains(name), "{name} missing from the header");
     }
@@ -168,7 +172,7 @@ fn check_host(
     prompt: &str,
     n: &str,
     (mode, mode_name, seed, tau, gamma): (&str, &str, &str, &str, &str),
-) -> usize {
+) -> (usize, usize) {
     let mut args = vec![p(rl), p(base), prompt, n, seed, mode, tau, gamma];
     if let Some(l) = lora {
         args.push(p(l));
@@ -189,7 +193,7 @@ fn check_host(
         Some(l) => ("--rl-lora", l),
         None => ("--rl", rl),
     };
-    let g = dlogp(&[
+    let g_args = vec![
         "generate",
         "--base",
         p(base),
@@ -213,10 +217,10 @@ fn check_host(
         "--quiet",
         "-o",
         p(&rows),
-        "--trace",
-        p(&trace),
-        prompt,
-    ]);
+    ];
+    let mut g0 = g_args.clone();
+    g0.extend(["--trace", p(&trace), prompt]);
+    let g = dlogp(&g0);
     assert!(g.status.success(), "{}", stderr(&g));
     let trace = read_jsonl(&trace);
     let expected: Vec<String> = trace
@@ -233,7 +237,26 @@ fn check_host(
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(stats, vec![expected.len(), fired]);
-    fired
+
+    // Composable mode at top-k 1: the distribution the plugin writes is a
+    // point mass, so the host's own `dist` must draw generate's tokens.
+    let trace1 = dir.join(format!("trace-{mode_name}-{seed}-k1.jsonl"));
+    let mut g1 = g_args.clone();
+    g1.extend(["--top-k", "1", "--trace", p(&trace1), prompt]);
+    let g = dlogp(&g1);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let trace1 = read_jsonl(&trace1);
+    let greedy: Vec<String> = trace1
+        .iter()
+        .map(|r| r["chosen"].as_u64().unwrap().to_string())
+        .collect();
+    let fired_k1 = trace1.iter().filter(|r| r["gate"] == true).count();
+    assert_eq!(
+        line(&stdout, "compose"),
+        greedy.join(" "),
+        "{mode_name} seed {seed}: composed with the host's dist at top-k 1"
+    );
+    (fired, fired_k1)
 }
 
 // The host's link line (libstdc++, -ldl) is Linux's.
@@ -265,11 +288,16 @@ fn plugin_c_host_equals_generate() {
         ));
     }
     assert!(
-        fired[0] > 0 && fired[0] < 40,
+        fired[0].0 > 0 && fired[0].0 < 40,
         "extrapolate fired {} times",
-        fired[0]
+        fired[0].0
     );
-    assert_eq!(fired[4], 0);
+    assert_eq!(fired[4], (0, 0));
+    // the composed distribution re-sampled somewhere (not the base's argmax alone)
+    assert!(
+        fired.iter().take(3).any(|f| f.1 > 0),
+        "no gate fired at top-k 1: {fired:?}"
+    );
 }
 
 /// The realistic case: SmolLM2 as the base in the plugin, SmolLM2 + a LoRA
@@ -281,7 +309,7 @@ fn plugin_c_host_equals_generate_smollm2_lora() {
     let host = build_host(dir.path());
     let base = smollm2();
     let lora = strong_lora(dir.path());
-    let fired = check_host(
+    let (fired, _) = check_host(
         &host,
         dir.path(),
         &base,
