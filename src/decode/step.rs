@@ -22,9 +22,11 @@ pub struct Decision {
     pub dlogp: Option<f64>,
 }
 
-/// The proposer's sample at `pos` of sequence `seq`.
+/// The proposer's sample at `pos` of sequence `seq` (from the proposer's
+/// log-probs plus the configuration's logit bias).
 pub fn propose(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
-    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    let lp = cfg.logit_bias().apply(lp);
+    let dist = Distribution::from_logprobs(&lp, cfg.sampling())?;
     Ok(dist.sample(uniform(cfg.seed(), seq, pos, Purpose::Propose)))
 }
 
@@ -157,14 +159,16 @@ fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
 /// (common random numbers). So `replace` with `always` gives exactly
 /// `--mode rl`'s tokens, `extrapolate` with `always` exactly `global`'s, and
 /// an intervention sweep compares criteria on the same draws. The `dlogp`
-/// gate selects draws by the proposal, so it gets a fresh one.
+/// gate selects draws by the proposal, so it gets a fresh one. The logit
+/// bias applies here as to proposals (the gate reads unbiased log-probs).
 fn resample(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
     let purpose = if cfg.mode() == Mode::Global || !cfg.gate().reads_proposal() {
         Purpose::Propose
     } else {
         Purpose::Resample
     };
-    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    let lp = cfg.logit_bias().apply(lp);
+    let dist = Distribution::from_logprobs(&lp, cfg.sampling())?;
     Ok(dist.sample(uniform(cfg.seed(), seq, pos, purpose)))
 }
 

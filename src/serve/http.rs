@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::api::{ChatRequest, Common, CompletionRequest, Prompt, Stop};
 use super::config::{self, SamplingFields};
 use super::error::ApiError;
+use super::fields;
 use super::reply;
 use super::worker::{Permit, Stats, Submission};
 use crate::decode::{DecodeConfig, Job};
@@ -144,6 +145,8 @@ pub(super) struct Prepared {
     pub(super) logprobs: Option<usize>,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
+    /// Whether choices carry the per-token `dlogp` trace.
+    pub(super) trace: bool,
 }
 
 fn parse_body<T: DeserializeOwned>(
@@ -157,7 +160,15 @@ fn parse_body<T: DeserializeOwned>(
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }
     })?;
-    serde_json::from_slice(&bytes)
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    fields::check(&map)?;
+    serde_json::from_value(Value::Object(map))
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -346,7 +357,10 @@ fn prepare_common(
         top_k,
         seed,
     };
-    let cfg = config::resolve(&st.preset, &from_name, c.dlogp.as_ref(), &sampling)?;
+    let ext = config::dlogp_object(c.dlogp.as_ref())?;
+    let bias = config::logit_bias(c.logit_bias.as_ref(), st.pair.base().n_vocab())?;
+    let cfg = config::resolve(&st.preset, &from_name, Some(&ext.settings), &sampling)?
+        .with_logit_bias(bias);
     Ok(Prepared {
         kind,
         model,
@@ -357,6 +371,7 @@ fn prepare_common(
         logprobs,
         stream: c.stream,
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        trace: ext.trace,
     })
 }
 

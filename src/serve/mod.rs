@@ -18,6 +18,7 @@
 mod api;
 pub mod config;
 mod error;
+mod fields;
 mod http;
 mod reply;
 mod worker;
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
-pub use config::DlogpFields;
+pub use config::{DlogpFields, DlogpObject};
 pub use error::ApiError;
 pub use http::Limits;
 

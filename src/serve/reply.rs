@@ -157,10 +157,10 @@ pub(super) async fn full(reply: Reply, mut rx: UnboundedReceiver<Event>) -> Resp
         }
     };
     let fired = tokens.iter().filter(|t| t.gate).count();
-    let ext = json!({
-        "tokens": dlogp_tokens(&tokens),
-        "replacement_ratio": replacement_ratio(fired, tokens.len()),
-    });
+    let mut ext = json!({"replacement_ratio": replacement_ratio(fired, tokens.len())});
+    if reply.p.trace {
+        ext["tokens"] = json!(dlogp_tokens(&tokens));
+    }
     let logprobs = reply.logprobs_json(&tokens, &mut 0);
     let choice = match reply.p.kind {
         Kind::Chat => json!({
@@ -252,14 +252,11 @@ impl Streaming {
                 self.fired += usize::from(token.gate);
                 let tokens = [token];
                 let logprobs = self.reply.logprobs_json(&tokens, &mut self.text_offset);
-                let c = self.choice(
-                    &text,
-                    None,
-                    &[
-                        ("logprobs", logprobs),
-                        ("dlogp", json!({"tokens": dlogp_tokens(&tokens)})),
-                    ],
-                );
+                let mut extra = vec![("logprobs", logprobs)];
+                if self.reply.p.trace {
+                    extra.push(("dlogp", json!({"tokens": dlogp_tokens(&tokens)})));
+                }
+                let c = self.choice(&text, None, &extra);
                 let e = self.chunk(c);
                 self.started = true;
                 self.queue.push_back(e);
@@ -270,7 +267,11 @@ impl Streaming {
                     Some(finish_reason(finish)),
                     &[(
                         "dlogp",
-                        json!({"tokens": [], "replacement_ratio": replacement_ratio(self.fired, self.positions)}),
+                        if self.reply.p.trace {
+                            json!({"tokens": [], "replacement_ratio": replacement_ratio(self.fired, self.positions)})
+                        } else {
+                            json!({"replacement_ratio": replacement_ratio(self.fired, self.positions)})
+                        },
                     )],
                 );
                 let e = self.chunk(c);

@@ -449,7 +449,6 @@ fn serve_rejects_bad_requests_with_json_errors() {
         ("max_tokens", json!(0), "max_tokens"),
         ("max_tokens", json!(65), "max_tokens"),
         ("top_logprobs", json!(50), "top_logprobs"),
-        ("n", json!(2), "n"),
         ("stop", json!(["a", ""]), "stop"),
         ("seed", json!(1.5), "seed"),
     ] {
@@ -506,6 +505,133 @@ fn serve_rejects_bad_requests_with_json_errors() {
         chat,
         &json!({"messages": msgs, "max_tokens": 2, "seed": 0}),
     );
+}
+
+#[test]
+fn serve_trace_opt_out_and_unsupported_fields() {
+    let server = tiny_server(&[]);
+    let body = json!({"prompt": "the answer is", "max_tokens": 16, "seed": 6});
+    let with = ok(&server, "/v1/completions", &body);
+    let mut b = body.clone();
+    b["dlogp"] = json!({"trace": false, "mode": "extrapolate"});
+    let without = ok(&server, "/v1/completions", &b);
+    let (cw, co) = (&with["choices"][0], &without["choices"][0]);
+    assert_eq!(cw["text"], co["text"]);
+    assert!(cw["dlogp"]["tokens"].is_array());
+    assert!(co["dlogp"].get("tokens").is_none(), "{co}");
+    assert_eq!(
+        co["dlogp"]["replacement_ratio"],
+        cw["dlogp"]["replacement_ratio"]
+    );
+    // streamed: no chunk carries a trace, the text is the same
+    b["stream"] = json!(true);
+    let r = server.post("/v1/completions", &b);
+    assert_eq!(r.status, 200);
+    let mut text = String::new();
+    for d in r.sse_data().iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        let choice = &c["choices"][0];
+        assert!(choice["dlogp"].get("tokens").is_none(), "{c}");
+        text.push_str(choice["text"].as_str().unwrap_or(""));
+    }
+    assert_eq!(text, cw["text"].as_str().unwrap());
+
+    let chat = "/v1/chat/completions";
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for (field, value, param) in [
+        ("dlogp", json!({"trace": "no"}), "dlogp.trace"),
+        ("dlogp", json!({"gama": 1}), "dlogp"),
+        ("dlogp", json!(3), "dlogp"),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+            "tools",
+        ),
+        ("tool_choice", json!("required"), "tool_choice"),
+        (
+            "response_format",
+            json!({"type": "json_object"}),
+            "response_format",
+        ),
+        ("presence_penalty", json!(0.5), "presence_penalty"),
+        ("frequency_penalty", json!(1), "frequency_penalty"),
+        ("logit_bias", json!({"99999": 1}), "logit_bias"),
+        ("logit_bias", json!({"1": 101}), "logit_bias"),
+        ("logit_bias", json!({"one": 1}), "logit_bias"),
+        ("logit_bias", json!([1, 2]), "logit_bias"),
+    ] {
+        let mut b = json!({"messages": msgs, "max_tokens": 2});
+        b[field] = value.clone();
+        let e = error_of(&server.post(chat, &b), 400);
+        assert_eq!(e["param"], param, "{field} = {value}: {e}");
+    }
+    let e = error_of(
+        &server.post("/v1/completions", &json!({"prompt": "a", "suffix": "b"})),
+        400,
+    );
+    assert_eq!(e["param"], "suffix");
+    // what frontends send by default passes
+    ok(
+        &server,
+        chat,
+        &json!({"messages": msgs, "max_tokens": 2, "tools": [], "tool_choice": "none",
+                "response_format": {"type": "text"}, "presence_penalty": 0,
+                "frequency_penalty": 0, "logit_bias": {}, "user": "u", "dlogp": null}),
+    );
+}
+
+#[test]
+fn serve_logit_bias_moves_proposals_and_resampling() {
+    let server = tiny_server(&[]);
+    let ask = |model: &str, bias: Value| {
+        ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": "the answer is", "max_tokens": 6, "seed": 2, "model": model,
+                    "temperature": 0, "logprobs": 2, "logit_bias": bias}),
+        )
+    };
+    let free = ask("rl", json!(null));
+    let c = &free["choices"][0];
+    let first = token_ids(c)[0];
+    let top = c["logprobs"]["top_logprobs"][0]
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut top: Vec<(String, f64)> = top
+        .into_iter()
+        .map(|(k, v)| (k, v.as_f64().unwrap()))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(
+        top[0].1,
+        c["logprobs"]["token_logprobs"][0].as_f64().unwrap()
+    );
+    // banning the greedy first token: the greedy choice is the runner-up,
+    // its reported log-prob is under the biased distribution, renormalised,
+    // and the trace keeps the model's own log-prob
+    let banned = ask("rl", json!({ first.to_string(): -100 }));
+    let b = &banned["choices"][0];
+    assert_ne!(token_ids(b)[0], first);
+    assert_eq!(b["logprobs"]["tokens"][0].as_str().unwrap(), top[1].0);
+    let (lp0, lp1) = (top[0].1, top[1].1);
+    let want = lp1 - (1.0 - lp0.exp() + (lp0 - 100.0).exp()).ln();
+    let got = b["logprobs"]["token_logprobs"][0].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    assert!((b["dlogp"]["tokens"][0]["logprob_rl"].as_f64().unwrap() - lp1).abs() < 1e-12);
+    // llama-server's list form with `false` is the same ban
+    let listed = ask("rl", json!([[first, false]]));
+    assert_eq!(token_ids(&listed["choices"][0]), token_ids(b));
+    // the re-sampling distribution is biased too: replace with the `always`
+    // gate re-samples every token from π_RL, so it equals biased `rl`
+    let replaced = ask(
+        "replace:criterion=always",
+        json!({ first.to_string(): -100 }),
+    );
+    let r = &replaced["choices"][0];
+    assert!(r["dlogp"]["tokens"][0]["gate"].as_bool().unwrap());
+    assert_eq!(r["text"], b["text"]);
+    assert_ne!(token_ids(r)[0], first);
 }
 
 #[test]
