@@ -55,11 +55,13 @@ pub struct AppState {
     pub alive: Arc<AtomicBool>,
     pub next_id: AtomicU64,
     pub created: u64,
+    pub cors: Arc<super::cors::Cors>,
 }
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body;
+    let cors = Arc::clone(&state.cors);
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
@@ -70,6 +72,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            cors,
+            super::cors::layer,
+        ))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

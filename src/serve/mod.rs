@@ -17,6 +17,7 @@
 
 mod api;
 pub mod config;
+mod cors;
 mod error;
 mod fields;
 mod http;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 pub use config::{DlogpFields, DlogpObject};
+pub use cors::Cors;
 pub use error::ApiError;
 pub use http::Limits;
 
@@ -58,6 +60,8 @@ pub struct ServeOptions {
     pub preset: DecodeConfig,
     /// The model name for the server's defaults.
     pub name: String,
+    /// Browser origins allowed by CORS.
+    pub cors: Cors,
 }
 
 /// What can stop the server.
@@ -181,6 +185,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        cors: Arc::new(opts.cors.clone()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -635,6 +635,109 @@ fn serve_logit_bias_moves_proposals_and_resampling() {
 }
 
 #[test]
+fn serve_cors_like_llama_server() {
+    use crate::http::request_with;
+    let server = tiny_server(&[]);
+    let site = "http://localhost:3000";
+    // a browser preflight: answered, not 405, with the requested headers allowed
+    let pre = request_with(
+        server.addr,
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("Origin", site),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "content-type, authorization",
+            ),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(pre.status, 204, "{}", pre.headers);
+    assert_eq!(pre.header("access-control-allow-origin"), Some(site));
+    assert!(pre
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST") && m.contains("GET")));
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("content-type, authorization")
+    );
+    // the answer itself carries the origin, errors too; no Origin, no header
+    let body = json!({"prompt": "a", "max_tokens": 1, "seed": 0}).to_string();
+    let r = request_with(
+        server.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", site)],
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(site));
+    let r = request_with(server.addr, "GET", "/nothing", &[("Origin", site)], None).unwrap();
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (404, Some(site))
+    );
+    assert!(server
+        .request("GET", "/v1/models", None)
+        .header("access-control-allow-origin")
+        .is_none());
+    // --cors-origin restricts
+    let only = tiny_server(&["--cors-origin", site]);
+    let other = "http://evil.example";
+    let pre = request_with(
+        only.addr,
+        "OPTIONS",
+        "/v1/completions",
+        &[("Origin", other)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(pre.status, 403);
+    assert!(pre.header("access-control-allow-origin").is_none());
+    let r = request_with(
+        only.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", other)],
+        Some(&body),
+    )
+    .unwrap();
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "{}",
+        r.headers
+    );
+    let r = request_with(
+        only.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", site)],
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(r.header("access-control-allow-origin"), Some(site));
+    // a malformed origin is a start-up error naming the flag
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--cors-origin",
+        "localhost:3000",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--cors-origin"), "{}", stderr(&out));
+}
+
+#[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
     let dir = tempfile::tempdir().unwrap();
