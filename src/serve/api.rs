@@ -114,15 +114,18 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     #[serde(default)]
     pub echo: bool,
+    /// Accepted when it equals `n` (no choice is then left out).
+    pub best_of: Option<i64>,
     #[serde(flatten)]
     pub common: Common,
 }
 
-/// A completion prompt: text, a list with one text, or token ids.
+/// A completion prompt: text, token ids, or a list of either (a batch).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
     Texts(Vec<String>),
     Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
 }

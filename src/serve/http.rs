@@ -139,11 +139,22 @@ pub(super) enum Kind {
     Completion,
 }
 
-/// A validated request, ready for the engine.
+/// One prompt of a request: its tokens and the length of its text.
+pub(super) struct PromptIn {
+    pub(super) tokens: Vec<LlamaToken>,
+    /// Bytes of the prompt's text (for token ids, of their token texts, a
+    /// leading BOS left out): where the completion's `text_offset`s start.
+    pub(super) text_len: usize,
+}
+
+/// A validated request, ready for the engine: `prompts.len() × n` choices;
+/// choice `p·n + i` continues prompt `p` with seed `seed + i`.
 pub(super) struct Prepared {
     pub(super) kind: Kind,
     pub(super) model: String,
-    pub(super) prompt: Vec<LlamaToken>,
+    pub(super) prompts: Vec<PromptIn>,
+    /// Choices per prompt.
+    pub(super) n: usize,
     pub(super) cfg: DecodeConfig,
     pub(super) max_tokens: usize,
     pub(super) stop: Vec<String>,
@@ -154,6 +165,32 @@ pub(super) struct Prepared {
     /// Whether choices carry the per-token `dlogp` trace.
     pub(super) trace: bool,
 }
+
+impl Prepared {
+    /// How many choices the response has.
+    pub(super) fn choices(&self) -> usize {
+        self.prompts.len() * self.n
+    }
+
+    /// The prompt of choice `c`.
+    pub(super) fn prompt_of(&self, c: usize) -> &PromptIn {
+        &self.prompts[c / self.n]
+    }
+
+    /// The seed of choice `c`: the request's seed + `c mod n` (wrapping), so
+    /// choice `i` is the answer to the same request with `n` = 1 and that seed.
+    pub(super) fn seed_of(&self, c: usize) -> u64 {
+        self.cfg.seed().wrapping_add((c % self.n) as u64)
+    }
+
+    /// Prompt tokens of the request (each prompt once, whatever `n`).
+    pub(super) fn prompt_tokens(&self) -> usize {
+        self.prompts.iter().map(|p| p.tokens.len()).sum()
+    }
+}
+
+/// Most choices per prompt.
+const MAX_N: i64 = 16;
 
 fn parse_body<T: DeserializeOwned>(
     st: &AppState,
@@ -237,33 +274,38 @@ fn prepare_chat(st: &AppState, r: ChatRequest) -> Result<Prepared, ApiError> {
         (true, n) => Some(n.unwrap_or(0) as usize),
         (false, _) => None,
     };
-    prepare_common(st, Kind::Chat, prompt, r.common, top)
+    prepare_common(st, Kind::Chat, vec![(prompt, Some(0))], r.common, top)
 }
 
 fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, ApiError> {
     if r.echo {
         return Err(ApiError::invalid("echo", "echo is not supported"));
     }
-    let n_vocab = st.pair.base().n_vocab();
-    let prompt = match r.prompt {
-        Prompt::Text(t) => st.raw.tokenize_prompt(st.pair.base(), &t),
-        Prompt::Texts(ts) if ts.len() == 1 => st.raw.tokenize_prompt(st.pair.base(), &ts[0]),
-        Prompt::Texts(ts) => {
+    let model = st.pair.base();
+    let n_vocab = model.n_vocab();
+    let ids = |ids: &[u32]| -> Result<Vec<LlamaToken>, ApiError> {
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ApiError::invalid(
                 "prompt",
-                format!("one prompt per request, got {}", ts.len()),
-            ))
+                format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+            ));
         }
-        Prompt::Tokens(ids) => {
-            if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("token id {bad} is outside the vocabulary of {n_vocab}"),
-                ));
-            }
-            ids.iter().map(|&t| LlamaToken(t as i32)).collect()
-        }
+        Ok(ids.iter().map(|&t| LlamaToken(t as i32)).collect())
     };
+    // (tokens, the prompt's text length when it was given as text)
+    let text = |t: &String| (st.raw.tokenize_prompt(model, t), Some(t.len()));
+    let prompts: Vec<(Vec<LlamaToken>, Option<usize>)> = match &r.prompt {
+        Prompt::Text(t) => vec![text(t)],
+        Prompt::Texts(ts) => ts.iter().map(text).collect(),
+        Prompt::Tokens(t) => vec![(ids(t)?, None)],
+        Prompt::TokenLists(ls) => ls
+            .iter()
+            .map(|l| ids(l).map(|t| (t, None)))
+            .collect::<Result<_, _>>()?,
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "the list of prompts is empty"));
+    }
     let top = match r.logprobs {
         Some(n) if !(0..=20).contains(&n) => {
             return Err(ApiError::invalid(
@@ -274,46 +316,70 @@ fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, A
         Some(n) => Some(n as usize),
         None => None,
     };
-    prepare_common(st, Kind::Completion, prompt, r.common, top)
+    if let Some(b) = r.best_of {
+        if b != r.common.n.unwrap_or(1) {
+            return Err(ApiError::invalid(
+                "best_of",
+                format!("best_of must equal n (choices are not ranked), got {b}"),
+            ));
+        }
+    }
+    prepare_common(st, Kind::Completion, prompts, r.common, top)
+}
+
+/// Bytes of the token texts of a prompt given as token ids, a leading BOS
+/// left out.
+fn prompt_text_len(st: &AppState, tokens: &[LlamaToken]) -> usize {
+    let model = st.pair.base();
+    let bos = model.llama().vocab().bos();
+    let skip = usize::from(tokens.first() == Some(&bos));
+    tokens[skip..]
+        .iter()
+        .map(|&t| model.piece_bytes(t).len())
+        .sum()
 }
 
 fn prepare_common(
     st: &AppState,
     kind: Kind,
-    prompt: Vec<LlamaToken>,
+    prompts: Vec<(Vec<LlamaToken>, Option<usize>)>,
     c: Common,
     logprobs: Option<usize>,
 ) -> Result<Prepared, ApiError> {
     let model = c.model.unwrap_or_else(|| st.default_name.clone());
     let from_name = config::parse_model_name(&model, &st.default_name)?;
-    if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt is empty"));
-    }
     let room = st.limits.max_prompt_tokens.min(st.limits.n_ctx - 1);
-    if prompt.len() > room {
-        return Err(ApiError {
-            code: Some("context_length_exceeded"),
-            ..ApiError::invalid(
-                if kind == Kind::Chat {
-                    "messages"
-                } else {
-                    "prompt"
-                },
-                format!(
-                    "the prompt has {} tokens; this server accepts at most {room}",
-                    prompt.len()
-                ),
-            )
-        });
+    for (prompt, _) in &prompts {
+        check_prompt(kind, prompt, room)?;
     }
-    if let Some(n) = c.n {
-        if n != 1 {
+    let n = match c.n {
+        None => 1,
+        Some(n) if (1..=MAX_N).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ApiError::invalid(
                 "n",
-                format!("only n = 1 is supported, got {n}"),
-            ));
+                format!("n must be between 1 and {MAX_N}, got {n}"),
+            ))
         }
+    };
+    let jobs = n * prompts.len();
+    if jobs > st.limits.capacity {
+        return Err(ApiError::invalid(
+            if n > 1 { "n" } else { "prompt" },
+            format!(
+                "{} prompts × n = {n} are {jobs} generations; this server holds at most {} at a time",
+                prompts.len(),
+                st.limits.capacity
+            ),
+        ));
     }
+    let prompts: Vec<PromptIn> = prompts
+        .into_iter()
+        .map(|(tokens, text_len)| PromptIn {
+            text_len: text_len.unwrap_or_else(|| prompt_text_len(st, &tokens)),
+            tokens,
+        })
+        .collect();
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => st.limits.max_tokens,
         Some(n) if n >= 1 && n as u64 <= st.limits.max_tokens as u64 => n as usize,
@@ -370,7 +436,8 @@ fn prepare_common(
     Ok(Prepared {
         kind,
         model,
-        prompt,
+        prompts,
+        n,
         cfg,
         max_tokens,
         stop,
@@ -379,6 +446,31 @@ fn prepare_common(
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         trace: ext.trace,
     })
+}
+
+/// A 400 for an empty prompt or one too long for the context.
+fn check_prompt(kind: Kind, prompt: &[LlamaToken], room: usize) -> Result<(), ApiError> {
+    let field = if kind == Kind::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(field, "the prompt is empty"));
+    }
+    if prompt.len() > room {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid(
+                field,
+                format!(
+                    "the prompt has {} tokens; this server accepts at most {room}",
+                    prompt.len()
+                ),
+            )
+        });
+    }
+    Ok(())
 }
 
 /// A seed for a request that gave none (reported back in `dlogp.seed`).
@@ -390,28 +482,38 @@ fn random_seed(salt: u64) -> u64 {
     crate::sampler::rng::splitmix64(&mut state) >> 1
 }
 
-/// Queue the request; answer with JSON or a stream of events.
+/// Queue the request's jobs (one per choice); answer with JSON or a stream
+/// of events.
 async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
-    let Some(permit) = Permit::acquire(&st.taken, st.limits.capacity) else {
+    let k = p.choices();
+    let Some(permits) = Permit::acquire_many(&st.taken, st.limits.capacity, k) else {
         return ApiError::busy(st.limits.capacity).into_response();
     };
-    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = st.next_id.fetch_add(k as u64, Ordering::Relaxed);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let job = Job {
-        id,
-        key: 0,
-        prompt: p.prompt.clone(),
-        cfg: p.cfg.clone(),
-        max_tokens: p.max_tokens,
-        stop: p.stop.clone(),
-        logprobs: p.logprobs,
-    };
-    let sent = st.jobs.send(Submission {
-        job,
-        events: tx,
-        permit,
-    });
-    if sent.is_err() || !st.alive.load(Ordering::Acquire) {
+    let mut sent = true;
+    for (c, permit) in permits.into_iter().enumerate() {
+        let job = Job {
+            id: id + c as u64,
+            key: 0,
+            prompt: p.prompt_of(c).tokens.clone(),
+            cfg: p.cfg.clone().with_seed(p.seed_of(c)),
+            max_tokens: p.max_tokens,
+            stop: p.stop.clone(),
+            logprobs: p.logprobs,
+        };
+        sent &= st
+            .jobs
+            .send(Submission {
+                job,
+                choice: c,
+                events: tx.clone(),
+                permit,
+            })
+            .is_ok();
+    }
+    drop(tx);
+    if !sent || !st.alive.load(Ordering::Acquire) {
         return ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the engine has stopped".to_string(),

@@ -14,10 +14,16 @@ use super::error::ApiError;
 use crate::decode::{DecodeError, Engine, Finish, Generation, Job, JobSource, TokenEvent};
 use crate::runtime::{LlamaToken, Model};
 
-/// A request for the engine.
+/// The events of one HTTP request, tagged with the choice they belong to
+/// (a request with `n` > 1 or several prompts is several jobs).
+pub type Events = UnboundedSender<(usize, Event)>;
+
+/// A job for the engine: one choice of a request.
 pub struct Submission {
     pub job: Job,
-    pub events: UnboundedSender<Event>,
+    /// The choice's index in the response.
+    pub choice: usize,
+    pub events: Events,
     /// Released (queue slot freed) when the engine drops the submission.
     pub permit: Permit,
 }
@@ -71,14 +77,18 @@ pub struct Stats {
 pub struct Permit(Arc<AtomicUsize>);
 
 impl Permit {
-    /// Take a place if fewer than `capacity` are taken.
-    pub fn acquire(count: &Arc<AtomicUsize>, capacity: usize) -> Option<Permit> {
+    /// Take `k` places at once, or none if fewer than `k` are free.
+    pub fn acquire_many(
+        count: &Arc<AtomicUsize>,
+        capacity: usize,
+        k: usize,
+    ) -> Option<Vec<Permit>> {
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
+                (n + k <= capacity).then_some(n + k)
             })
             .ok()
-            .map(|_| Permit(Arc::clone(count)))
+            .map(|_| (0..k).map(|_| Permit(Arc::clone(count))).collect())
     }
 }
 
@@ -89,8 +99,15 @@ impl Drop for Permit {
 }
 
 struct Live {
-    events: UnboundedSender<Event>,
+    choice: usize,
+    events: Events,
     _permit: Permit,
+}
+
+impl Live {
+    fn send(&self, event: Event) {
+        let _ = self.events.send((self.choice, event));
+    }
 }
 
 /// The engine's [`JobSource`]: submissions from the channel, events back to
@@ -125,7 +142,7 @@ impl<'m> Worker<'m> {
                 Err(e) => {
                     tracing::error!("the engine failed: {e}");
                     for (_, live) in self.live.drain() {
-                        let _ = live.events.send(Event::Error(ApiError::internal(format!(
+                        live.send(Event::Error(ApiError::internal(format!(
                             "generation failed: {e}"
                         ))));
                     }
@@ -156,6 +173,7 @@ impl JobSource for Worker<'_> {
             self.live.insert(
                 id,
                 Live {
+                    choice: sub.choice,
                     events: sub.events,
                     _permit: sub.permit,
                 },
@@ -203,7 +221,7 @@ impl JobSource for Worker<'_> {
             logprob,
             top,
         };
-        let _ = live.events.send(Event::Token {
+        live.send(Event::Token {
             text: event.text.to_string(),
             token: out,
         });
@@ -217,7 +235,7 @@ impl JobSource for Worker<'_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(live) = self.live.remove(&id) {
-            let _ = live.events.send(Event::Done {
+            live.send(Event::Done {
                 finish: generation.finish,
                 n_tokens: generation.tokens.len(),
             });
@@ -227,9 +245,7 @@ impl JobSource for Worker<'_> {
 
     fn rejected(&mut self, id: u64, error: DecodeError) {
         if let Some(live) = self.live.remove(&id) {
-            let _ = live
-                .events
-                .send(Event::Error(ApiError::bad_request(error.to_string())));
+            live.send(Event::Error(ApiError::bad_request(error.to_string())));
         }
     }
 }

@@ -737,6 +737,163 @@ fn serve_cors_like_llama_server() {
     assert!(stderr(&out).contains("--cors-origin"), "{}", stderr(&out));
 }
 
+/// (text, token ids) of each choice of a streamed answer, by index.
+fn streamed_choices(r: &crate::http::Response, k: usize) -> Vec<(String, Vec<u64>)> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let mut out = vec![(String::new(), Vec::new()); k];
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).unwrap();
+        assert!(c.get("error").is_none(), "{c}");
+        for choice in c["choices"].as_array().unwrap() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            let piece = choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str())
+                .unwrap_or("");
+            out[i].0.push_str(piece);
+            out[i].1.extend(token_ids(choice));
+        }
+    }
+    out
+}
+
+fn text_of(choice: &Value) -> String {
+    choice["text"]
+        .as_str()
+        .or(choice["message"]["content"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn serve_n_choices_are_keyed_draws_and_prompt_lists() {
+    let server = tiny_server(&["--parallel", "2"]);
+    // choice i of n = 3 is the same request with n = 1 and seed S + i
+    for (path, body) in [
+        (
+            "/v1/completions",
+            json!({"prompt": "the answer is", "max_tokens": 12, "seed": 40, "logprobs": 1}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "what is 2 + 2"}], "max_tokens": 12, "seed": 40}),
+        ),
+    ] {
+        let mut b = body.clone();
+        b["n"] = json!(3);
+        let many = ok(&server, path, &b);
+        let choices = many["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3);
+        let mut total = 0;
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["dlogp"]["seed"], 40 + i as u64);
+            let mut one = body.clone();
+            one["seed"] = json!(40 + i as u64);
+            let alone = ok(&server, path, &one);
+            let a = &alone["choices"][0];
+            assert_eq!(text_of(c), text_of(a), "{path} choice {i}");
+            assert_eq!(token_ids(c), token_ids(a), "{path} choice {i}");
+            assert_eq!(c["logprobs"], a["logprobs"]);
+            total += alone["usage"]["completion_tokens"].as_u64().unwrap();
+        }
+        // different seeds: not all choices the same
+        assert!(choices
+            .iter()
+            .any(|c| token_ids(c) != token_ids(&choices[0])));
+        assert_eq!(many["usage"]["completion_tokens"], total);
+        assert_eq!(
+            many["usage"]["prompt_tokens"],
+            ok(&server, path, &body)["usage"]["prompt_tokens"]
+        );
+        // streamed: the same choices, by index
+        b["stream"] = json!(true);
+        let streamed = streamed_choices(&server.post(path, &b), 3);
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(
+                streamed[i],
+                (text_of(c), token_ids(c)),
+                "{path} streamed choice {i}"
+            );
+        }
+    }
+    // a list of prompts × n: choice p·n + i is prompt p with seed S + i
+    let prompts = ["the answer is", "e t e"];
+    let many = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompts, "n": 2, "max_tokens": 8, "seed": 7}),
+    );
+    let choices = many["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    let mut prompt_tokens = 0;
+    for (k, c) in choices.iter().enumerate() {
+        let (pi, i) = (k / 2, k % 2);
+        let alone = ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": prompts[pi], "max_tokens": 8, "seed": 7 + i}),
+        );
+        assert_eq!(token_ids(c), token_ids(&alone["choices"][0]), "choice {k}");
+        assert_eq!(c["text"], alone["choices"][0]["text"]);
+        if i == 0 {
+            prompt_tokens += alone["usage"]["prompt_tokens"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(many["usage"]["prompt_tokens"], prompt_tokens);
+    // token-id lists work as a batch too
+    let ids = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": [[1, 2, 3], [4, 5]], "max_tokens": 2, "seed": 1}),
+    );
+    assert_eq!(ids["choices"].as_array().unwrap().len(), 2);
+    // text_offset continues after the prompt (OpenAI's convention)
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "the answer is", "max_tokens": 6, "seed": 3, "logprobs": 0}),
+    );
+    let lp = &v["choices"][0]["logprobs"];
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets[0], "the answer is".len() as u64, "{lp}");
+    // offsets are bytes of the text; a token that is part of a character
+    // shows as U+FFFD but counts its own bytes
+    for (j, t) in lp["tokens"].as_array().unwrap().iter().enumerate().skip(1) {
+        let prev = lp["tokens"][j - 1].as_str().unwrap();
+        if !prev.contains('\u{fffd}') {
+            assert_eq!(offsets[j], offsets[j - 1] + prev.len() as u64, "{t}");
+        }
+        assert!(offsets[j] > offsets[j - 1]);
+    }
+    let text_len = v["choices"][0]["text"].as_str().unwrap().len() as u64;
+    assert!(*offsets.last().unwrap() < offsets[0] + text_len.max(1));
+    // bad values name the field
+    for (field, value) in [("n", json!(0)), ("n", json!(17)), ("best_of", json!(3))] {
+        let mut b = json!({"prompt": "a", "max_tokens": 2});
+        b[field] = value.clone();
+        let e = error_of(&server.post("/v1/completions", &b), 400);
+        assert_eq!(e["param"], field, "{field} = {value}");
+    }
+    let e = error_of(&server.post("/v1/completions", &json!({"prompt": []})), 400);
+    assert_eq!(e["param"], "prompt");
+    let e = error_of(
+        &server.post(
+            "/v1/completions",
+            &json!({"prompt": [[1], []], "max_tokens": 1}),
+        ),
+        400,
+    );
+    assert_eq!(e["param"], "prompt");
+}
+
 #[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
