@@ -21,8 +21,8 @@ use super::config::{self, SamplingFields};
 use super::error::ApiError;
 use super::fields;
 use super::reply;
-use super::worker::{Permit, Stats, Submission};
-use crate::decode::{DecodeConfig, Job};
+use super::worker::{Permit, Stats, Submission, Task};
+use crate::decode::{DecodeConfig, Job, Mode, Side};
 use crate::runtime::{ChatMessage, LlamaToken, ModelPair, PromptFormat};
 
 /// Limits on what one request may ask.
@@ -139,9 +139,18 @@ pub(super) enum Kind {
     Completion,
 }
 
+/// A prompt as echoed: its text (the token texts joined) and each token.
+pub(super) struct Echo {
+    pub(super) text: String,
+    /// (id, text, bytes) of every prompt token.
+    pub(super) tokens: Vec<(u32, String, Vec<u8>)>,
+}
+
 /// One prompt of a request: its tokens and the length of its text.
 pub(super) struct PromptIn {
     pub(super) tokens: Vec<LlamaToken>,
+    /// With `echo`: the prompt's text and tokens.
+    pub(super) echo: Option<Echo>,
     /// Bytes of the prompt's text (for token ids, of their token texts, a
     /// leading BOS left out): where the completion's `text_offset`s start.
     pub(super) text_len: usize,
@@ -164,6 +173,8 @@ pub(super) struct Prepared {
     pub(super) include_usage: bool,
     /// Whether choices carry the per-token `dlogp` trace.
     pub(super) trace: bool,
+    /// Whether the prompt is echoed (completions), its tokens scored.
+    pub(super) echo: bool,
 }
 
 impl Prepared {
@@ -181,6 +192,17 @@ impl Prepared {
     /// choice `i` is the answer to the same request with `n` = 1 and that seed.
     pub(super) fn seed_of(&self, c: usize) -> u64 {
         self.cfg.seed().wrapping_add((c % self.n) as u64)
+    }
+
+    /// Engine tasks: a generation per choice (unless no tokens are asked
+    /// for), a scoring per echoed prompt.
+    pub(super) fn tasks(&self) -> usize {
+        let gen = if self.max_tokens > 0 {
+            self.choices()
+        } else {
+            0
+        };
+        gen + if self.echo { self.prompts.len() } else { 0 }
     }
 
     /// Prompt tokens of the request (each prompt once, whatever `n`).
@@ -274,13 +296,12 @@ fn prepare_chat(st: &AppState, r: ChatRequest) -> Result<Prepared, ApiError> {
         (true, n) => Some(n.unwrap_or(0) as usize),
         (false, _) => None,
     };
-    prepare_common(st, Kind::Chat, vec![(prompt, Some(0))], r.common, top)
+    let p = prepare_common(st, Kind::Chat, vec![(prompt, Some(0))], r.common, top)?;
+    check_capacity(st, &p)?;
+    Ok(p)
 }
 
 fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, ApiError> {
-    if r.echo {
-        return Err(ApiError::invalid("echo", "echo is not supported"));
-    }
     let model = st.pair.base();
     let n_vocab = model.n_vocab();
     let ids = |ids: &[u32]| -> Result<Vec<LlamaToken>, ApiError> {
@@ -324,7 +345,30 @@ fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, A
             ));
         }
     }
-    prepare_common(st, Kind::Completion, prompts, r.common, top)
+    let mut p = prepare_common(st, Kind::Completion, prompts, r.common, top)?;
+    if r.echo {
+        p.echo = true;
+        for prompt in &mut p.prompts {
+            let mut bytes = Vec::new();
+            let tokens: Vec<(u32, String, Vec<u8>)> = prompt
+                .tokens
+                .iter()
+                .map(|&t| {
+                    let b = model.piece_bytes(t);
+                    bytes.extend_from_slice(&b);
+                    (t.0 as u32, String::from_utf8_lossy(&b).into_owned(), b)
+                })
+                .collect();
+            // offsets of the generated text continue after the echoed one
+            prompt.text_len = bytes.len();
+            prompt.echo = Some(Echo {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                tokens,
+            });
+        }
+    }
+    check_capacity(st, &p)?;
+    Ok(p)
 }
 
 /// Bytes of the token texts of a prompt given as token ids, a leading BOS
@@ -362,32 +406,24 @@ fn prepare_common(
             ))
         }
     };
-    let jobs = n * prompts.len();
-    if jobs > st.limits.capacity {
-        return Err(ApiError::invalid(
-            if n > 1 { "n" } else { "prompt" },
-            format!(
-                "{} prompts × n = {n} are {jobs} generations; this server holds at most {} at a time",
-                prompts.len(),
-                st.limits.capacity
-            ),
-        ));
-    }
     let prompts: Vec<PromptIn> = prompts
         .into_iter()
         .map(|(tokens, text_len)| PromptIn {
             text_len: text_len.unwrap_or_else(|| prompt_text_len(st, &tokens)),
             tokens,
+            echo: None,
         })
         .collect();
+    // completions may ask for no tokens (to score an echoed prompt)
+    let least = i64::from(kind == Kind::Chat);
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => st.limits.max_tokens,
-        Some(n) if n >= 1 && n as u64 <= st.limits.max_tokens as u64 => n as usize,
+        Some(n) if n >= least && n as u64 <= st.limits.max_tokens as u64 => n as usize,
         Some(n) => {
             return Err(ApiError::invalid(
                 "max_tokens",
                 format!(
-                    "max_tokens must be between 1 and {}, got {n}",
+                    "max_tokens must be between {least} and {}, got {n}",
                     st.limits.max_tokens
                 ),
             ))
@@ -445,7 +481,25 @@ fn prepare_common(
         stream: c.stream,
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         trace: ext.trace,
+        echo: false,
     })
+}
+
+/// A 400 when the request needs more engine tasks than the server holds.
+fn check_capacity(st: &AppState, p: &Prepared) -> Result<(), ApiError> {
+    let tasks = p.tasks();
+    if tasks > st.limits.capacity {
+        return Err(ApiError::invalid(
+            if p.n > 1 { "n" } else { "prompt" },
+            format!(
+                "{} prompts × n = {} need {tasks} generations or scorings; this server holds at most {} at a time",
+                p.prompts.len(),
+                p.n,
+                st.limits.capacity
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A 400 for an empty prompt or one too long for the context.
@@ -486,12 +540,36 @@ fn random_seed(salt: u64) -> u64 {
 /// of events.
 async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
     let k = p.choices();
-    let Some(permits) = Permit::acquire_many(&st.taken, st.limits.capacity, k) else {
+    // echo: one scoring task per prompt, sent first (the engine thread runs
+    // tasks in order, so a prompt's scores come before its choices' tokens)
+    let scores = if p.echo { p.prompts.len() } else { 0 };
+    let Some(mut permits) = Permit::acquire_many(&st.taken, st.limits.capacity, p.tasks()) else {
         return ApiError::busy(st.limits.capacity).into_response();
     };
     let id = st.next_id.fetch_add(k as u64, Ordering::Relaxed);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut sent = true;
+    let side = if p.cfg.mode() == Mode::Base {
+        Side::Base
+    } else {
+        Side::Rl
+    };
+    for (i, permit) in permits.drain(..scores).enumerate() {
+        let task = Task::Score {
+            prompt: p.prompts[i].tokens.clone(),
+            top: p.logprobs.unwrap_or(0),
+            side,
+        };
+        sent &= st
+            .jobs
+            .send(Submission {
+                task,
+                choice: k + i,
+                events: tx.clone(),
+                permit,
+            })
+            .is_ok();
+    }
     for (c, permit) in permits.into_iter().enumerate() {
         let job = Job {
             id: id + c as u64,
@@ -505,7 +583,7 @@ async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
         sent &= st
             .jobs
             .send(Submission {
-                job,
+                task: Task::Generate(job),
                 choice: c,
                 events: tx.clone(),
                 permit,

@@ -129,6 +129,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .clone()
         .with_mode(crate::decode::Mode::Extrapolate);
     let thread_pair = Arc::clone(&pair);
+    let engine_threads = opts.threads.max(1);
     let thread_alive = Arc::clone(&alive);
     let stats = Arc::new(worker::Stats::default());
     let thread_stats = Arc::clone(&stats);
@@ -146,7 +147,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     return;
                 }
             };
-            let mut worker = worker::Worker::new(thread_pair.base(), jobs_rx, thread_stats);
+            let mut worker =
+                worker::Worker::new(&thread_pair, jobs_rx, thread_stats, engine_threads);
             worker.run(&mut engine, &thread_alive);
         })?;
     match ready_rx.recv() {

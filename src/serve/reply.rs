@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
-use super::http::{Kind, Prepared};
-use super::worker::{Event, TokenOut};
+use super::http::{Echo, Kind, Prepared};
+use super::worker::{Event, PromptToken, TokenOut};
 use crate::decode::Finish;
 
 /// What responses repeat.
@@ -117,6 +117,78 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// Legacy log-probs of an echoed prompt: its tokens from offset 0, the
+    /// first without a log-prob (nothing precedes it), the others scored
+    /// by teacher forcing.
+    fn echo_logprobs(&self, echo: &Echo, scored: &[PromptToken]) -> Value {
+        if self.p.logprobs.is_none() {
+            return Value::Null;
+        }
+        let mut offsets = Vec::with_capacity(echo.tokens.len());
+        let mut at = 0;
+        for t in &echo.tokens {
+            offsets.push(at);
+            at += t.2.len();
+        }
+        let scored_at = |i: usize| i.checked_sub(1).and_then(|j| scored.get(j));
+        let lps: Vec<Value> = (0..echo.tokens.len())
+            .map(|i| scored_at(i).map_or(Value::Null, |s| json!(s.logprob)))
+            .collect();
+        let tops: Vec<Value> = (0..echo.tokens.len())
+            .map(|i| {
+                scored_at(i).map_or(Value::Null, |s| {
+                    Value::Object(
+                        s.top
+                            .iter()
+                            .map(|a| (a.token.clone(), json!(a.logprob)))
+                            .collect(),
+                    )
+                })
+            })
+            .collect();
+        json!({
+            "tokens": echo.tokens.iter().map(|t| t.1.as_str()).collect::<Vec<_>>(),
+            "token_logprobs": lps,
+            "top_logprobs": tops,
+            "text_offset": offsets,
+        })
+    }
+
+    /// The trace of an echoed prompt: every token, with both models'
+    /// log-probs and Δlog p after the first.
+    fn echo_trace(echo: &Echo, scored: &[PromptToken]) -> Value {
+        let v: Vec<Value> = echo
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut e = json!({"id": t.0, "token": t.1});
+                if let Some(s) = i.checked_sub(1).and_then(|j| scored.get(j)) {
+                    e["dlogp"] = json!(s.dlogp);
+                    e["logprob_base"] = json!(s.logprob_base);
+                    e["logprob_rl"] = json!(s.logprob_rl);
+                }
+                e
+            })
+            .collect();
+        Value::Array(v)
+    }
+}
+
+/// Two legacy log-prob objects one after the other.
+fn concat_logprobs(mut a: Value, b: Value) -> Value {
+    if a.is_null() {
+        return b;
+    }
+    for key in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
+        if let (Some(x), Some(y)) = (a[key].as_array_mut(), b[key].as_array()) {
+            x.extend(y.iter().cloned());
+        }
+    }
+    a
+}
+
 /// dlogp's per-token extension: Δlog p, gate, proposal and both models'
 /// log-probs of every decided position.
 fn dlogp_tokens(tokens: &[TokenOut]) -> Vec<Value> {
@@ -167,10 +239,21 @@ struct ChoiceOut {
 
 pub(super) async fn full(reply: Reply, mut rx: UnboundedReceiver<(usize, Event)>) -> Response {
     let k = reply.p.choices();
+    let n_prompts = reply.p.prompts.len();
     let mut outs: Vec<ChoiceOut> = (0..k).map(|_| ChoiceOut::default()).collect();
-    let mut left = k;
+    let mut scored: Vec<Vec<PromptToken>> = vec![Vec::new(); n_prompts];
+    let mut left = if reply.p.max_tokens > 0 { k } else { 0 };
+    if reply.p.echo {
+        left += n_prompts;
+    }
     while left > 0 {
         match rx.recv().await {
+            Some((c, Event::Prompt(tokens))) => {
+                if let Some(slot) = c.checked_sub(k).and_then(|i| scored.get_mut(i)) {
+                    *slot = tokens;
+                }
+                left -= 1;
+            }
             Some((c, Event::Token { text, token })) => {
                 outs[c].text.push_str(&text);
                 outs[c].tokens.push(token);
@@ -192,20 +275,31 @@ pub(super) async fn full(reply: Reply, mut rx: UnboundedReceiver<(usize, Event)>
             Some(&out.tokens),
             Some(replacement_ratio(fired, out.tokens.len())),
         );
-        let mut offset = reply.p.prompt_of(c).text_len;
-        let logprobs = reply.logprobs_json(&out.tokens, &mut offset);
+        let mut ext = ext;
+        let prompt = reply.p.prompt_of(c);
+        let mut offset = prompt.text_len;
+        let mut logprobs = reply.logprobs_json(&out.tokens, &mut offset);
+        let mut text = out.text.clone();
+        if let Some(echo) = &prompt.echo {
+            let s = &scored[c / reply.p.n];
+            logprobs = concat_logprobs(reply.echo_logprobs(echo, s), logprobs);
+            text = format!("{}{text}", echo.text);
+            if reply.p.trace {
+                ext["prompt_tokens"] = Reply::echo_trace(echo, s);
+            }
+        }
         let finish = finish_reason(out.finish.unwrap_or(Finish::Length));
         choices.push(match reply.p.kind {
             Kind::Chat => json!({
                 "index": c,
-                "message": {"role": "assistant", "content": out.text},
+                "message": {"role": "assistant", "content": text},
                 "logprobs": logprobs,
                 "finish_reason": finish,
                 "dlogp": ext,
             }),
             Kind::Completion => json!({
                 "index": c,
-                "text": out.text,
+                "text": text,
                 "logprobs": logprobs,
                 "finish_reason": finish,
                 "dlogp": ext,
@@ -229,6 +323,7 @@ pub(super) async fn full(reply: Reply, mut rx: UnboundedReceiver<(usize, Event)>
 #[derive(Default)]
 struct ChoiceStream {
     started: bool,
+    done: bool,
     fired: usize,
     positions: usize,
     text_offset: usize,
@@ -289,6 +384,57 @@ impl Streaming {
         v
     }
 
+    /// The first chunk of choice `c`, for chat its role.
+    fn start(&mut self, c: usize) {
+        if self.choices[c].started {
+            return;
+        }
+        self.choices[c].started = true;
+        self.choices[c].text_offset = self.reply.p.prompt_of(c).text_len;
+        if self.reply.p.kind == Kind::Chat {
+            let mut first = self.choice(c, "", None, Vec::new());
+            first["delta"] = json!({"role": "assistant", "content": ""});
+            let e = self.chunk(first);
+            self.queue.push_back(e);
+        }
+    }
+
+    /// The last chunk of choice `c`.
+    fn end_choice(&mut self, c: usize, finish: Finish) {
+        self.start(c);
+        let st = &mut self.choices[c];
+        st.done = true;
+        let ratio = replacement_ratio(st.fired, st.positions);
+        let ext = self.reply.choice_ext(c, None, Some(ratio));
+        let v = self.choice(c, "", Some(finish_reason(finish)), vec![("dlogp", ext)]);
+        let e = self.chunk(v);
+        self.queue.push_back(e);
+    }
+
+    /// Once every task has reported: close the choices still open (no
+    /// tokens were asked for), the usage chunk, `[DONE]`.
+    fn end(&mut self) {
+        for c in 0..self.choices.len() {
+            if !self.choices[c].done {
+                self.end_choice(c, Finish::Length);
+            }
+        }
+        if self.reply.p.include_usage {
+            let total = self.choices.iter().map(|s| s.completion_tokens).sum();
+            let v = json!({
+                "id": self.reply.id,
+                "object": self.reply.object(true),
+                "created": self.reply.created,
+                "model": self.reply.p.model,
+                "choices": [],
+                "usage": self.reply.usage(total),
+            });
+            self.queue
+                .push_back(SseEvent::default().data(v.to_string()));
+        }
+        self.finish();
+    }
+
     /// Turn an engine event into SSE events.
     fn on_event(&mut self, ev: Option<(usize, Event)>) {
         let Some((c, ev)) = ev else {
@@ -297,16 +443,37 @@ impl Streaming {
             self.finish();
             return;
         };
-        if !self.choices[c].started {
-            self.choices[c].started = true;
-            self.choices[c].text_offset = self.reply.p.prompt_of(c).text_len;
-            if self.reply.p.kind == Kind::Chat {
-                let mut first = self.choice(c, "", None, Vec::new());
-                first["delta"] = json!({"role": "assistant", "content": ""});
-                let e = self.chunk(first);
-                self.queue.push_back(e);
+        let k = self.choices.len();
+        if c >= k {
+            // a scored prompt: echo it as the first chunk of its choices
+            if let Event::Prompt(scored) = &ev {
+                let n = self.reply.p.n;
+                let p = c - k;
+                for c in p * n..(p + 1) * n {
+                    self.start(c);
+                    let Some(echo) = self.reply.p.prompts[p].echo.as_ref() else {
+                        continue;
+                    };
+                    let mut extra = vec![("logprobs", self.reply.echo_logprobs(echo, scored))];
+                    if self.reply.p.trace {
+                        extra.push((
+                            "dlogp",
+                            json!({"prompt_tokens": Reply::echo_trace(echo, scored)}),
+                        ));
+                    }
+                    let text = echo.text.clone();
+                    let v = self.choice(c, &text, None, extra);
+                    let e = self.chunk(v);
+                    self.queue.push_back(e);
+                }
+                self.left -= 1;
+                if self.left == 0 {
+                    self.end();
+                }
+                return;
             }
         }
+        self.start(c);
         match ev {
             Event::Token { text, token } => {
                 let st = &mut self.choices[c];
@@ -325,32 +492,14 @@ impl Streaming {
                 self.queue.push_back(e);
             }
             Event::Done { finish, n_tokens } => {
-                let st = &mut self.choices[c];
-                st.completion_tokens = n_tokens;
-                let ratio = replacement_ratio(st.fired, st.positions);
-                let ext = self.reply.choice_ext(c, None, Some(ratio));
-                let v = self.choice(c, "", Some(finish_reason(finish)), vec![("dlogp", ext)]);
-                let e = self.chunk(v);
-                self.queue.push_back(e);
+                self.choices[c].completion_tokens = n_tokens;
+                self.end_choice(c, finish);
                 self.left -= 1;
-                if self.left > 0 {
-                    return;
+                if self.left == 0 {
+                    self.end();
                 }
-                if self.reply.p.include_usage {
-                    let total = self.choices.iter().map(|s| s.completion_tokens).sum();
-                    let v = json!({
-                        "id": self.reply.id,
-                        "object": self.reply.object(true),
-                        "created": self.reply.created,
-                        "model": self.reply.p.model,
-                        "choices": [],
-                        "usage": self.reply.usage(total),
-                    });
-                    self.queue
-                        .push_back(SseEvent::default().data(v.to_string()));
-                }
-                self.finish();
             }
+            Event::Prompt(_) => {}
             Event::Error(e) => {
                 self.queue.push_back(SseEvent::default().data(e.to_json()));
                 self.finish();
@@ -369,15 +518,22 @@ pub(super) fn stream(
     rx: UnboundedReceiver<(usize, Event)>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let k = reply.p.choices();
-    let state = Streaming {
+    let mut left = if reply.p.max_tokens > 0 { k } else { 0 };
+    if reply.p.echo {
+        left += reply.p.prompts.len();
+    }
+    let mut state = Streaming {
         reply,
         rx,
         queue: Default::default(),
         started: false,
         choices: (0..k).map(|_| ChoiceStream::default()).collect(),
-        left: k,
+        left,
         finished: false,
     };
+    if left == 0 {
+        state.end();
+    }
     let events = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(e) = st.queue.pop_front() {

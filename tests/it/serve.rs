@@ -895,6 +895,145 @@ fn serve_n_choices_are_keyed_draws_and_prompt_lists() {
 }
 
 #[test]
+fn serve_echo_scores_the_prompt_as_dlogp_score_does() {
+    let server = tiny_server(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let (prompt, response) = ("the answer is", " 1 + 2 = 3 and the answer is 3");
+    // the prompt's token ids, from an echo of its text
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0, "logprobs": 0}),
+    );
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    let prompt_ids: Vec<u64> = c["dlogp"]["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        prompt_ids.len() as u64,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert!(c["logprobs"]["token_logprobs"][0].is_null());
+    // dlogp score of (prompt, response), token for token
+    let rows = write_rows(
+        dir.path(),
+        "rows.jsonl",
+        &[json!({"prompt": prompt, "response": response})],
+    );
+    let records = score(
+        dir.path(),
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora),
+            "--raw",
+            "--input",
+            p(&rows),
+        ],
+    );
+    let mut ids = prompt_ids.clone();
+    ids.extend(records.iter().map(|r| r["token"].as_u64().unwrap()));
+    for (model, key) in [
+        ("dlogp", "logp_rl"),
+        ("replace", "logp_rl"),
+        ("base", "logp_base"),
+    ] {
+        let v = ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": ids, "echo": true, "max_tokens": 0, "logprobs": 2, "model": model}),
+        );
+        let c = &v["choices"][0];
+        let lps = c["logprobs"]["token_logprobs"].as_array().unwrap();
+        assert_eq!(lps.len(), ids.len());
+        let trace = c["dlogp"]["prompt_tokens"].as_array().unwrap();
+        for (j, r) in records.iter().enumerate() {
+            let at = prompt_ids.len() + j;
+            assert_eq!(lps[at].as_f64().unwrap(), f(r, key), "{model} token {j}");
+            assert_eq!(trace[at]["logprob_rl"].as_f64().unwrap(), f(r, "logp_rl"));
+            assert_eq!(
+                trace[at]["logprob_base"].as_f64().unwrap(),
+                f(r, "logp_base")
+            );
+            assert_eq!(trace[at]["dlogp"].as_f64().unwrap(), f(r, "dlogp"));
+            // two alternatives, fewer keys only when their texts collide
+            // (byte tokens shown as U+FFFD), the best at least the token's
+            let top = c["logprobs"]["top_logprobs"][at].as_object().unwrap();
+            assert!((1..=2).contains(&top.len()), "{top:?}");
+            let best = top
+                .values()
+                .map(|x| x.as_f64().unwrap())
+                .fold(f64::MIN, f64::max);
+            assert!(best >= lps[at].as_f64().unwrap());
+        }
+        // offsets of the echoed tokens start at 0 and add up to the echoed text
+        let offs = c["logprobs"]["text_offset"].as_array().unwrap();
+        assert_eq!(offs[0], 0);
+        assert!(offs.windows(2).all(|w| w[0].as_u64() <= w[1].as_u64()));
+    }
+    // echo with generation: the echoed prompt, then exactly the answer of
+    // the same request without echo, offsets continuing after the prompt
+    let body = json!({"prompt": prompt, "max_tokens": 6, "seed": 9, "logprobs": 1});
+    let plain = ok(&server, "/v1/completions", &body);
+    let mut b = body.clone();
+    b["echo"] = json!(true);
+    let echoed = ok(&server, "/v1/completions", &b);
+    let echo_only = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0}),
+    );
+    let echo_text = echo_only["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pc, ec) = (&plain["choices"][0], &echoed["choices"][0]);
+    assert_eq!(
+        ec["text"].as_str().unwrap(),
+        format!("{echo_text}{}", pc["text"].as_str().unwrap())
+    );
+    assert_eq!(token_ids(ec), token_ids(pc));
+    let n_prompt = prompt_ids.len();
+    let elp = ec["logprobs"]["token_logprobs"].as_array().unwrap();
+    assert_eq!(
+        &elp[n_prompt..],
+        pc["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .as_slice()
+    );
+    let eoff = ec["logprobs"]["text_offset"].as_array().unwrap();
+    assert_eq!(eoff[n_prompt].as_u64().unwrap(), echo_text.len() as u64);
+    // streamed echo: the same text
+    b["stream"] = json!(true);
+    let streamed = streamed_choices(&server.post("/v1/completions", &b), 1);
+    assert_eq!(streamed[0].0, ec["text"].as_str().unwrap());
+    let mut b0 = json!({"prompt": prompt, "echo": true, "max_tokens": 0, "stream": true});
+    let streamed = streamed_choices(&server.post("/v1/completions", &b0), 1);
+    assert_eq!(streamed[0].0, echo_text);
+    // max_tokens 0 without echo: an empty completion; chat still needs 1
+    b0["echo"] = json!(false);
+    b0["stream"] = json!(false);
+    let v = ok(&server, "/v1/completions", &b0);
+    assert_eq!(v["choices"][0]["text"], "");
+    let e = error_of(
+        &server.post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+        ),
+        400,
+    );
+    assert_eq!(e["param"], "max_tokens");
+}
+
+#[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
     let dir = tempfile::tempdir().unwrap();
