@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::args::{DecodeArgs, ModelArgs, PairArgs};
 use crate::decode::Mode;
-use crate::serve::ServeOptions;
+use crate::serve::{Cors, ServeOptions};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// The model name that stands for these defaults.
     #[arg(long, default_value = "dlogp")]
     pub name: String,
+    /// Allow only this browser origin by CORS (repeat for more; default:
+    /// any origin, as llama-server).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -71,6 +75,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.model.ctx_size == Some(0) {
         anyhow::bail!("invalid --ctx-size 0: must be positive");
     }
+    let cors = Cors::from_origins(&args.cors_origins)
+        .map_err(|reason| anyhow::anyhow!("invalid --cors-origin: {reason}"))?;
     let opts = ServeOptions {
         pair,
         load: args.model.load_options(),
@@ -85,6 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens_limit,
         preset,
         name: args.name,
+        cors,
     };
     crate::serve::serve(opts)?;
     Ok(())

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::sampler::{Criterion, Gate, SamplerError, SamplingParams};
+use crate::sampler::{Criterion, Gate, LogitBias, SamplerError, SamplingParams};
 
 /// How tokens are chosen (METHOD.md §2–3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -208,6 +208,10 @@ pub struct DecodeConfig {
     gamma: f64,
     sampling: SamplingParams,
     seed: u64,
+    /// Added to the log-probs of every distribution a token is drawn from
+    /// (the proposer's and the re-sampling one), never to what the gate
+    /// reads; empty except where an edge sets it (the server's `logit_bias`).
+    logit_bias: LogitBias,
 }
 
 impl Default for DecodeConfig {
@@ -225,6 +229,7 @@ impl Default for DecodeConfig {
                 top_p: defaults::TOP_P,
             },
             seed: defaults::SEED,
+            logit_bias: LogitBias::default(),
         }
     }
 }
@@ -253,6 +258,7 @@ impl DecodeConfig {
             gamma,
             sampling,
             seed,
+            logit_bias: LogitBias::default(),
         })
     }
 
@@ -291,6 +297,17 @@ impl DecodeConfig {
     pub fn with_seed(mut self, seed: u64) -> DecodeConfig {
         self.seed = seed;
         self
+    }
+
+    /// The same configuration with these token biases (a [`LogitBias`] is
+    /// valid by construction).
+    pub fn with_logit_bias(mut self, bias: LogitBias) -> DecodeConfig {
+        self.logit_bias = bias;
+        self
+    }
+
+    pub fn logit_bias(&self) -> &LogitBias {
+        &self.logit_bias
     }
 
     /// Whether the base model has to be evaluated.
@@ -465,6 +482,7 @@ impl ConfigPatch {
             sampling,
             self.seed.unwrap_or(base.seed),
         )
+        .map(|c| c.with_logit_bias(base.logit_bias.clone()))
     }
 
     /// Set one field from its text (`key=value` in a name).

@@ -91,7 +91,8 @@ pub struct Job {
 pub struct TokenLogprobs {
     /// Under the distribution the token was drawn from, before temperature
     /// and truncation: the proposer's, or where the gate fired π_RL
-    /// (replace) or π_X (extrapolate, global).
+    /// (replace) or π_X (extrapolate, global), with the logit bias added
+    /// and renormalised when there is one.
     pub logprob: f64,
     /// The most likely tokens of that distribution, most likely first.
     pub top: Vec<(u32, f64)>,
@@ -207,6 +208,10 @@ pub(crate) fn token_logprobs(
         _ => {
             Cow::Borrowed((*lp.get(cfg.proposer_side().unwrap_or(Side::Base))).ok_or_else(missing)?)
         }
+    };
+    let lp = match cfg.logit_bias().apply_normalised(&lp) {
+        Cow::Borrowed(_) => lp,
+        Cow::Owned(v) => Cow::Owned(v),
     };
     let logprob = lp[d.decision.chosen as usize];
     let mut all: Vec<(u32, f64)> = lp.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();

@@ -40,9 +40,11 @@ impl From<Decision> for Decided {
     }
 }
 
-/// The proposer's sample at `pos` of sequence `seq`.
+/// The proposer's sample at `pos` of sequence `seq` (from the proposer's
+/// log-probs plus the configuration's logit bias).
 pub fn propose(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
-    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    let lp = cfg.logit_bias().apply(lp);
+    let dist = Distribution::from_logprobs(&lp, cfg.sampling())?;
     Ok(dist.sample(uniform(cfg.seed(), seq, pos, Purpose::Propose)))
 }
 
@@ -144,7 +146,8 @@ pub fn step(
 /// The distribution a [`step`] draws from, as one vector of probabilities
 /// over the vocabulary: with P the proposer's truncated distribution, f(y)
 /// the chance the gate fires on proposal y and R the re-sampling
-/// distribution (π_RL for `replace`, π_X for `extrapolate`, both truncated),
+/// distribution (π_RL for `replace`, π_X for `extrapolate`; all three with
+/// the configuration's logit bias and truncation, as the draws use them),
 ///
 ///     q(v) = P(v) · (1 − f(v)) + (Σ_y P(y) f(y)) · R(v)
 ///
@@ -154,6 +157,9 @@ pub fn step(
 /// draws: the distribution is the same, the tokens are not.
 pub fn mixture(cfg: &DecodeConfig, lp: Pair<Option<&[f64]>>) -> Result<Vec<f64>, DecodeError> {
     let n = lp.base.or(lp.rl).map_or(0, <[f64]>::len);
+    // as `propose` and `resample` draw: the logit bias on, then truncation
+    let biased =
+        |lp: &[f64]| Distribution::from_logprobs(&cfg.logit_bias().apply(lp), cfg.sampling());
     let dense = |d: &Distribution| {
         let mut q = vec![0.0; n];
         for &(v, p) in d.candidates() {
@@ -164,21 +170,21 @@ pub fn mixture(cfg: &DecodeConfig, lp: Pair<Option<&[f64]>>) -> Result<Vec<f64>,
     if let (Mode::Base | Mode::Rl, Some(side)) = (cfg.mode(), cfg.proposer_side()) {
         // one model alone: its own distribution
         let lp_p = (*lp.get(side)).ok_or_else(missing)?;
-        return Ok(dense(&Distribution::from_logprobs(lp_p, cfg.sampling())?));
+        return Ok(dense(&biased(lp_p)?));
     }
     let both = lp.both().ok_or_else(missing)?;
     let resampled = match cfg.mode() {
-        Mode::Replace => Distribution::from_logprobs(both.rl, cfg.sampling())?,
+        Mode::Replace => biased(both.rl)?,
         _ => {
             let mut lp_x = vec![0.0; n];
             extrapolate(both, cfg.gamma(), &mut lp_x)?;
-            Distribution::from_logprobs(&lp_x, cfg.sampling())?
+            biased(&lp_x)?
         }
     };
     let Some(side) = cfg.proposer_side() else {
         return Ok(dense(&resampled)); // global
     };
-    let proposal = Distribution::from_logprobs(both.get(side), cfg.sampling())?;
+    let proposal = biased(both.get(side))?;
     let gate = cfg.gate();
     let constant = if gate.reads_proposal() {
         None
@@ -248,14 +254,16 @@ fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
 /// (common random numbers). So `replace` with `always` gives exactly
 /// `--mode rl`'s tokens, `extrapolate` with `always` exactly `global`'s, and
 /// an intervention sweep compares criteria on the same draws. The `dlogp`
-/// gate selects draws by the proposal, so it gets a fresh one.
+/// gate selects draws by the proposal, so it gets a fresh one. The logit
+/// bias applies here as to proposals (the gate reads unbiased log-probs).
 fn resample(cfg: &DecodeConfig, lp: &[f64], seq: u64, pos: u64) -> Result<u32, DecodeError> {
     let purpose = if cfg.mode() == Mode::Global || !cfg.gate().reads_proposal() {
         Purpose::Propose
     } else {
         Purpose::Resample
     };
-    let dist = Distribution::from_logprobs(lp, cfg.sampling())?;
+    let lp = cfg.logit_bias().apply(lp);
+    let dist = Distribution::from_logprobs(&lp, cfg.sampling())?;
     Ok(dist.sample(uniform(cfg.seed(), seq, pos, purpose)))
 }
 

@@ -185,8 +185,8 @@ impl Model {
         &self.header
     }
 
-    /// The underlying llama.cpp model.
-    pub fn llama(&self) -> &LlamaModel {
+    /// The underlying llama.cpp model (for the rest of `src/runtime`).
+    pub(crate) fn llama(&self) -> &LlamaModel {
         &self.inner
     }
 
@@ -231,6 +231,12 @@ impl Model {
     /// Whether the token ends generation.
     pub fn is_eog(&self, token: Token) -> bool {
         self.inner.vocab().is_eog(token.llama())
+    }
+
+    /// The beginning-of-sequence token, if the vocabulary has one.
+    pub fn bos(&self) -> Option<Token> {
+        let bos = self.inner.vocab().bos();
+        u32::try_from(bos.0).ok().map(Token)
     }
 
     /// The beginning-of-sequence token text, if the model adds one.

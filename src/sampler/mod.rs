@@ -8,11 +8,13 @@
 //!   top-k → top-p over full-vocabulary log-probs, inverse-CDF sampling.
 //! - [`Gate`] / [`Criterion`]: when the RL model intervenes (METHOD.md §2).
 //! - [`Pair`] / [`Side`]: a value for each model of a base/RL pair.
+//! - [`LogitBias`]: per-token additive biases (OpenAI's `logit_bias`).
 //! - [`uniform`]: counter-based draws keyed by (seed, sequence, position, [`Purpose`]).
 //!
 //! Numerics everywhere: subtract the max before `exp`, accumulate in f64,
 //! reject non-finite logits with an error instead of letting NaN through.
 
+mod bias;
 mod error;
 mod exp;
 mod gate;
@@ -25,6 +27,7 @@ pub use metrics::{
     single_metrics, token_metrics, MetricsError, Model, SingleMetrics, TokenMetrics,
 };
 
+pub use bias::{BiasError, LogitBias, MAX_LOGIT_BIAS};
 pub use error::SamplerError;
 pub use gate::{Criterion, Gate, GateInput};
 pub use pair::{Pair, Side};

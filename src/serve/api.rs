@@ -1,10 +1,12 @@
 //! The request bodies of the OpenAI API as clients send them (stage one of
-//! the configuration: what the user typed). Fields this server does not use
-//! (penalties, `user`, ...) are accepted and ignored, as frontends send them.
+//! the configuration: what the user typed). Fields that would change the
+//! answer but are not supported are refused before these are read
+//! ([`super::fields`]); fields that change nothing (`user`, ...) are
+//! accepted and ignored, as frontends send them.
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::config::DlogpFields;
 use super::error::ApiError;
 
 /// Fields shared by chat and text completions.
@@ -23,8 +25,11 @@ pub struct Common {
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<i64>,
-    /// dlogp's extension: the decoding configuration.
-    pub dlogp: Option<DlogpFields>,
+    /// Token id → bias (see [`super::config::logit_bias`]).
+    pub logit_bias: Option<Value>,
+    /// dlogp's extension: the decoding configuration and response options
+    /// (see [`super::config::dlogp_object`]).
+    pub dlogp: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,15 +114,18 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     #[serde(default)]
     pub echo: bool,
+    /// Accepted when it equals `n` (no choice is then left out).
+    pub best_of: Option<i64>,
     #[serde(flatten)]
     pub common: Common,
 }
 
-/// A completion prompt: text, a list with one text, or token ids.
+/// A completion prompt: text, token ids, or a list of either (a batch).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
     Text(String),
     Texts(Vec<String>),
     Tokens(Vec<u32>),
+    TokenLists(Vec<Vec<u32>>),
 }

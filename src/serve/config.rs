@@ -5,11 +5,111 @@
 //! [`ConfigPatch`]; the result is validated once, and an invalid setting is
 //! a 400 naming the request field that set it.
 
+use serde_json::Value;
+
 use super::error::ApiError;
 use crate::decode::{ConfigError, ConfigPatch, DecodeConfig, Field, Mode};
+use crate::sampler::{BiasError, LogitBias};
 
-/// The `"dlogp"` body object: any decoding setting, unknown keys rejected.
+/// The decoding settings of the `"dlogp"` body object: any setting,
+/// unknown keys rejected.
 pub type DlogpFields = ConfigPatch;
+
+/// The `"dlogp"` body object: decoding settings plus response options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DlogpObject {
+    pub settings: ConfigPatch,
+    /// Whether each choice carries the per-token trace (`"trace": false`
+    /// leaves out the `tokens` list; the replacement ratio stays).
+    pub trace: bool,
+}
+
+impl Default for DlogpObject {
+    fn default() -> DlogpObject {
+        DlogpObject {
+            settings: ConfigPatch::default(),
+            trace: true,
+        }
+    }
+}
+
+/// Read the `"dlogp"` body object (absent or `null`: the defaults).
+pub fn dlogp_object(v: Option<&Value>) -> Result<DlogpObject, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(DlogpObject::default());
+    };
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::invalid("dlogp", "`dlogp` must be an object"));
+    };
+    let mut obj = obj.clone();
+    let trace = match obj.remove("trace") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "dlogp.trace",
+                format!("dlogp.trace must be true or false, got {other}"),
+            ))
+        }
+    };
+    let settings: ConfigPatch = serde_json::from_value(Value::Object(obj))
+        .map_err(|e| ApiError::invalid("dlogp", format!("invalid dlogp object: {e}")))?;
+    Ok(DlogpObject { settings, trace })
+}
+
+/// Read `logit_bias`: OpenAI's object of token id → bias, or llama-server's
+/// list of `[id, bias]` pairs where `false` for a bias bans the token
+/// (here: −100). Biases lie in [−100, 100]; ids in the vocabulary.
+pub fn logit_bias(v: Option<&Value>, n_vocab: usize) -> Result<LogitBias, ApiError> {
+    let bad = |m: String| ApiError::invalid("logit_bias", m);
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(LogitBias::default());
+    };
+    let id = |k: &Value| -> Result<u32, ApiError> {
+        let parsed = match k {
+            Value::String(s) => s.parse::<u32>().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        };
+        parsed.ok_or_else(|| bad(format!("logit_bias keys are token ids, got {k}")))
+    };
+    let bias = |token: u32, b: &Value| -> Result<(u32, f64), ApiError> {
+        match b {
+            Value::Bool(false) => Ok((token, -crate::sampler::MAX_LOGIT_BIAS)),
+            b => b.as_f64().map(|x| (token, x)).ok_or_else(|| {
+                bad(format!(
+                    "the bias of token {token} must be a number, got {b}"
+                ))
+            }),
+        }
+    };
+    let mut entries = Vec::new();
+    match v {
+        Value::Object(m) => {
+            for (k, b) in m {
+                entries.push(bias(id(&Value::String(k.clone()))?, b)?);
+            }
+        }
+        Value::Array(pairs) => {
+            for pair in pairs {
+                match pair.as_array().map(Vec::as_slice) {
+                    Some([k, b]) => entries.push(bias(id(k)?, b)?),
+                    _ => {
+                        return Err(bad(format!(
+                            "logit_bias pairs are [token id, bias], got {pair}"
+                        )))
+                    }
+                }
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "logit_bias must be an object of token id → bias, got {other}"
+            )))
+        }
+    }
+    LogitBias::new(entries, n_vocab).map_err(|e: BiasError| bad(format!("invalid logit_bias: {e}")))
+}
 
 /// The standard sampling fields of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

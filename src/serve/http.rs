@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 use super::api::{ChatRequest, Common, CompletionRequest, Prompt, Stop};
 use super::config::{self, SamplingFields};
 use super::error::ApiError;
+use super::fields;
 use super::reply;
-use super::worker::{Permit, Stats, Submission};
-use crate::decode::{DecodeConfig, Job};
+use super::worker::{Permit, Stats, Submission, Task};
+use crate::decode::{DecodeConfig, Job, Mode, Side};
 use crate::runtime::{ChatMessage, ModelPair, PromptFormat, Token};
 
 /// Limits on what one request may ask.
@@ -54,11 +55,13 @@ pub struct AppState {
     pub alive: Arc<AtomicBool>,
     pub next_id: AtomicU64,
     pub created: u64,
+    pub cors: Arc<super::cors::Cors>,
 }
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.limits.max_body;
+    let cors = Arc::clone(&state.cors);
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
@@ -69,6 +72,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            cors,
+            super::cors::layer,
+        ))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -132,11 +139,31 @@ pub(super) enum Kind {
     Completion,
 }
 
-/// A validated request, ready for the engine.
+/// A prompt as echoed: its text (the token texts joined) and each token.
+pub(super) struct Echo {
+    pub(super) text: String,
+    /// (id, text, bytes) of every prompt token.
+    pub(super) tokens: Vec<(u32, String, Vec<u8>)>,
+}
+
+/// One prompt of a request: its tokens and the length of its text.
+pub(super) struct PromptIn {
+    pub(super) tokens: Vec<Token>,
+    /// With `echo`: the prompt's text and tokens.
+    pub(super) echo: Option<Echo>,
+    /// Bytes of the prompt's text (for token ids, of their token texts, a
+    /// leading BOS left out): where the completion's `text_offset`s start.
+    pub(super) text_len: usize,
+}
+
+/// A validated request, ready for the engine: `prompts.len() × n` choices;
+/// choice `p·n + i` continues prompt `p` with seed `seed + i`.
 pub(super) struct Prepared {
     pub(super) kind: Kind,
     pub(super) model: String,
-    pub(super) prompt: Vec<Token>,
+    pub(super) prompts: Vec<PromptIn>,
+    /// Choices per prompt.
+    pub(super) n: usize,
     pub(super) cfg: DecodeConfig,
     pub(super) max_tokens: usize,
     pub(super) stop: Vec<String>,
@@ -144,7 +171,48 @@ pub(super) struct Prepared {
     pub(super) logprobs: Option<usize>,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
+    /// Whether choices carry the per-token `dlogp` trace.
+    pub(super) trace: bool,
+    /// Whether the prompt is echoed (completions), its tokens scored.
+    pub(super) echo: bool,
 }
+
+impl Prepared {
+    /// How many choices the response has.
+    pub(super) fn choices(&self) -> usize {
+        self.prompts.len() * self.n
+    }
+
+    /// The prompt of choice `c`.
+    pub(super) fn prompt_of(&self, c: usize) -> &PromptIn {
+        &self.prompts[c / self.n]
+    }
+
+    /// The seed of choice `c`: the request's seed + `c mod n` (wrapping), so
+    /// choice `i` is the answer to the same request with `n` = 1 and that seed.
+    pub(super) fn seed_of(&self, c: usize) -> u64 {
+        self.cfg.seed().wrapping_add((c % self.n) as u64)
+    }
+
+    /// Engine tasks: a generation per choice (unless no tokens are asked
+    /// for), a scoring per echoed prompt.
+    pub(super) fn tasks(&self) -> usize {
+        let gen = if self.max_tokens > 0 {
+            self.choices()
+        } else {
+            0
+        };
+        gen + if self.echo { self.prompts.len() } else { 0 }
+    }
+
+    /// Prompt tokens of the request (each prompt once, whatever `n`).
+    pub(super) fn prompt_tokens(&self) -> usize {
+        self.prompts.iter().map(|p| p.tokens.len()).sum()
+    }
+}
+
+/// Most choices per prompt.
+const MAX_N: i64 = 16;
 
 fn parse_body<T: DeserializeOwned>(
     st: &AppState,
@@ -157,7 +225,15 @@ fn parse_body<T: DeserializeOwned>(
             ApiError::bad_request(format!("could not read the request body: {e}"))
         }
     })?;
-    serde_json::from_slice(&bytes)
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    fields::check(&map)?;
+    serde_json::from_value(Value::Object(map))
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -220,33 +296,37 @@ fn prepare_chat(st: &AppState, r: ChatRequest) -> Result<Prepared, ApiError> {
         (true, n) => Some(n.unwrap_or(0) as usize),
         (false, _) => None,
     };
-    prepare_common(st, Kind::Chat, prompt, r.common, top)
+    let p = prepare_common(st, Kind::Chat, vec![(prompt, Some(0))], r.common, top)?;
+    check_capacity(st, &p)?;
+    Ok(p)
 }
 
 fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, ApiError> {
-    if r.echo {
-        return Err(ApiError::invalid("echo", "echo is not supported"));
-    }
-    let n_vocab = st.pair.base().n_vocab();
-    let prompt = match r.prompt {
-        Prompt::Text(t) => st.raw.tokenize_prompt(st.pair.base(), &t),
-        Prompt::Texts(ts) if ts.len() == 1 => st.raw.tokenize_prompt(st.pair.base(), &ts[0]),
-        Prompt::Texts(ts) => {
+    let model = st.pair.base();
+    let n_vocab = model.n_vocab();
+    let ids = |ids: &[u32]| -> Result<Vec<Token>, ApiError> {
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ApiError::invalid(
                 "prompt",
-                format!("one prompt per request, got {}", ts.len()),
-            ))
+                format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+            ));
         }
-        Prompt::Tokens(ids) => {
-            if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!("token id {bad} is outside the vocabulary of {n_vocab}"),
-                ));
-            }
-            ids.iter().map(|&t| Token(t)).collect()
-        }
+        Ok(ids.iter().map(|&t| Token(t)).collect())
     };
+    // (tokens, the prompt's text length when it was given as text)
+    let text = |t: &String| (st.raw.tokenize_prompt(model, t), Some(t.len()));
+    let prompts: Vec<(Vec<Token>, Option<usize>)> = match &r.prompt {
+        Prompt::Text(t) => vec![text(t)],
+        Prompt::Texts(ts) => ts.iter().map(text).collect(),
+        Prompt::Tokens(t) => vec![(ids(t)?, None)],
+        Prompt::TokenLists(ls) => ls
+            .iter()
+            .map(|l| ids(l).map(|t| (t, None)))
+            .collect::<Result<_, _>>()?,
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "the list of prompts is empty"));
+    }
     let top = match r.logprobs {
         Some(n) if !(0..=20).contains(&n) => {
             return Err(ApiError::invalid(
@@ -257,54 +337,92 @@ fn prepare_completion(st: &AppState, r: CompletionRequest) -> Result<Prepared, A
         Some(n) => Some(n as usize),
         None => None,
     };
-    prepare_common(st, Kind::Completion, prompt, r.common, top)
+    if let Some(b) = r.best_of {
+        if b != r.common.n.unwrap_or(1) {
+            return Err(ApiError::invalid(
+                "best_of",
+                format!("best_of must equal n (choices are not ranked), got {b}"),
+            ));
+        }
+    }
+    let mut p = prepare_common(st, Kind::Completion, prompts, r.common, top)?;
+    if r.echo {
+        p.echo = true;
+        for prompt in &mut p.prompts {
+            let mut bytes = Vec::new();
+            let tokens: Vec<(u32, String, Vec<u8>)> = prompt
+                .tokens
+                .iter()
+                .map(|&t| {
+                    let b = model.piece_bytes(t);
+                    bytes.extend_from_slice(&b);
+                    (t.0, String::from_utf8_lossy(&b).into_owned(), b)
+                })
+                .collect();
+            // offsets of the generated text continue after the echoed one
+            prompt.text_len = bytes.len();
+            prompt.echo = Some(Echo {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                tokens,
+            });
+        }
+    }
+    check_capacity(st, &p)?;
+    Ok(p)
+}
+
+/// Bytes of the token texts of a prompt given as token ids, a leading BOS
+/// left out.
+fn prompt_text_len(st: &AppState, tokens: &[Token]) -> usize {
+    let model = st.pair.base();
+    let skip = usize::from(tokens.first().copied() == model.bos() && model.bos().is_some());
+    tokens[skip..]
+        .iter()
+        .map(|&t| model.piece_bytes(t).len())
+        .sum()
 }
 
 fn prepare_common(
     st: &AppState,
     kind: Kind,
-    prompt: Vec<Token>,
+    prompts: Vec<(Vec<Token>, Option<usize>)>,
     c: Common,
     logprobs: Option<usize>,
 ) -> Result<Prepared, ApiError> {
     let model = c.model.unwrap_or_else(|| st.default_name.clone());
     let from_name = config::parse_model_name(&model, &st.default_name)?;
-    if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "the prompt is empty"));
-    }
     let room = st.limits.max_prompt_tokens.min(st.limits.n_ctx - 1);
-    if prompt.len() > room {
-        return Err(ApiError {
-            code: Some("context_length_exceeded"),
-            ..ApiError::invalid(
-                if kind == Kind::Chat {
-                    "messages"
-                } else {
-                    "prompt"
-                },
-                format!(
-                    "the prompt has {} tokens; this server accepts at most {room}",
-                    prompt.len()
-                ),
-            )
-        });
+    for (prompt, _) in &prompts {
+        check_prompt(kind, prompt, room)?;
     }
-    if let Some(n) = c.n {
-        if n != 1 {
+    let n = match c.n {
+        None => 1,
+        Some(n) if (1..=MAX_N).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ApiError::invalid(
                 "n",
-                format!("only n = 1 is supported, got {n}"),
-            ));
+                format!("n must be between 1 and {MAX_N}, got {n}"),
+            ))
         }
-    }
+    };
+    let prompts: Vec<PromptIn> = prompts
+        .into_iter()
+        .map(|(tokens, text_len)| PromptIn {
+            text_len: text_len.unwrap_or_else(|| prompt_text_len(st, &tokens)),
+            tokens,
+            echo: None,
+        })
+        .collect();
+    // completions may ask for no tokens (to score an echoed prompt)
+    let least = i64::from(kind == Kind::Chat);
     let max_tokens = match c.max_completion_tokens.or(c.max_tokens) {
         None => st.limits.max_tokens,
-        Some(n) if n >= 1 && n as u64 <= st.limits.max_tokens as u64 => n as usize,
+        Some(n) if n >= least && n as u64 <= st.limits.max_tokens as u64 => n as usize,
         Some(n) => {
             return Err(ApiError::invalid(
                 "max_tokens",
                 format!(
-                    "max_tokens must be between 1 and {}, got {n}",
+                    "max_tokens must be between {least} and {}, got {n}",
                     st.limits.max_tokens
                 ),
             ))
@@ -346,18 +464,66 @@ fn prepare_common(
         top_k,
         seed,
     };
-    let cfg = config::resolve(&st.preset, &from_name, c.dlogp.as_ref(), &sampling)?;
+    let ext = config::dlogp_object(c.dlogp.as_ref())?;
+    let bias = config::logit_bias(c.logit_bias.as_ref(), st.pair.base().n_vocab())?;
+    let cfg = config::resolve(&st.preset, &from_name, Some(&ext.settings), &sampling)?
+        .with_logit_bias(bias);
     Ok(Prepared {
         kind,
         model,
-        prompt,
+        prompts,
+        n,
         cfg,
         max_tokens,
         stop,
         logprobs,
         stream: c.stream,
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        trace: ext.trace,
+        echo: false,
     })
+}
+
+/// A 400 when the request needs more engine tasks than the server holds.
+fn check_capacity(st: &AppState, p: &Prepared) -> Result<(), ApiError> {
+    let tasks = p.tasks();
+    if tasks > st.limits.capacity {
+        return Err(ApiError::invalid(
+            if p.n > 1 { "n" } else { "prompt" },
+            format!(
+                "{} prompts × n = {} need {tasks} generations or scorings; this server holds at most {} at a time",
+                p.prompts.len(),
+                p.n,
+                st.limits.capacity
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A 400 for an empty prompt or one too long for the context.
+fn check_prompt(kind: Kind, prompt: &[Token], room: usize) -> Result<(), ApiError> {
+    let field = if kind == Kind::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::invalid(field, "the prompt is empty"));
+    }
+    if prompt.len() > room {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid(
+                field,
+                format!(
+                    "the prompt has {} tokens; this server accepts at most {room}",
+                    prompt.len()
+                ),
+            )
+        });
+    }
+    Ok(())
 }
 
 /// A seed for a request that gave none (reported back in `dlogp.seed`).
@@ -369,28 +535,62 @@ fn random_seed(salt: u64) -> u64 {
     crate::sampler::rng::splitmix64(&mut state) >> 1
 }
 
-/// Queue the request; answer with JSON or a stream of events.
+/// Queue the request's jobs (one per choice); answer with JSON or a stream
+/// of events.
 async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
-    let Some(permit) = Permit::acquire(&st.taken, st.limits.capacity) else {
+    let k = p.choices();
+    // echo: one scoring task per prompt, sent first (the engine thread runs
+    // tasks in order, so a prompt's scores come before its choices' tokens)
+    let scores = if p.echo { p.prompts.len() } else { 0 };
+    let Some(mut permits) = Permit::acquire_many(&st.taken, st.limits.capacity, p.tasks()) else {
         return ApiError::busy(st.limits.capacity).into_response();
     };
-    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = st.next_id.fetch_add(k as u64, Ordering::Relaxed);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let job = Job {
-        id,
-        key: 0,
-        prompt: p.prompt.clone(),
-        cfg: p.cfg.clone(),
-        max_tokens: p.max_tokens,
-        stop: p.stop.clone(),
-        logprobs: p.logprobs,
+    let mut sent = true;
+    let side = if p.cfg.mode() == Mode::Base {
+        Side::Base
+    } else {
+        Side::Rl
     };
-    let sent = st.jobs.send(Submission {
-        job,
-        events: tx,
-        permit,
-    });
-    if sent.is_err() || !st.alive.load(Ordering::Acquire) {
+    for (i, permit) in permits.drain(..scores).enumerate() {
+        let task = Task::Score {
+            prompt: p.prompts[i].tokens.clone(),
+            top: p.logprobs.unwrap_or(0),
+            side,
+        };
+        sent &= st
+            .jobs
+            .send(Submission {
+                task,
+                choice: k + i,
+                events: tx.clone(),
+                permit,
+            })
+            .is_ok();
+    }
+    for (c, permit) in permits.into_iter().enumerate() {
+        let job = Job {
+            id: id + c as u64,
+            key: 0,
+            prompt: p.prompt_of(c).tokens.clone(),
+            cfg: p.cfg.clone().with_seed(p.seed_of(c)),
+            max_tokens: p.max_tokens,
+            stop: p.stop.clone(),
+            logprobs: p.logprobs,
+        };
+        sent &= st
+            .jobs
+            .send(Submission {
+                task: Task::Generate(job),
+                choice: c,
+                events: tx.clone(),
+                permit,
+            })
+            .is_ok();
+    }
+    drop(tx);
+    if !sent || !st.alive.load(Ordering::Acquire) {
         return ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the engine has stopped".to_string(),

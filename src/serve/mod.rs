@@ -17,7 +17,9 @@
 
 mod api;
 pub mod config;
+mod cors;
 mod error;
+mod fields;
 mod http;
 mod reply;
 mod worker;
@@ -26,7 +28,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
-pub use config::DlogpFields;
+pub use config::{DlogpFields, DlogpObject};
+pub use cors::Cors;
 pub use error::ApiError;
 pub use http::Limits;
 
@@ -57,6 +60,8 @@ pub struct ServeOptions {
     pub preset: DecodeConfig,
     /// The model name for the server's defaults.
     pub name: String,
+    /// Browser origins allowed by CORS.
+    pub cors: Cors,
 }
 
 /// What can stop the server.
@@ -124,6 +129,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .clone()
         .with_mode(crate::decode::Mode::Extrapolate);
     let thread_pair = Arc::clone(&pair);
+    let engine_threads = opts.threads.max(1);
     let thread_alive = Arc::clone(&alive);
     let stats = Arc::new(worker::Stats::default());
     let thread_stats = Arc::clone(&stats);
@@ -141,7 +147,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     return;
                 }
             };
-            let mut worker = worker::Worker::new(thread_pair.base(), jobs_rx, thread_stats);
+            let mut worker =
+                worker::Worker::new(&thread_pair, jobs_rx, thread_stats, engine_threads);
             worker.run(&mut engine, &thread_alive);
         })?;
     match ready_rx.recv() {
@@ -180,6 +187,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        cors: Arc::new(opts.cors.clone()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

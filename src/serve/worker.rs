@@ -11,13 +11,36 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
-use crate::decode::{DecodeError, Engine, Finish, Generation, Job, JobSource, TokenEvent};
-use crate::runtime::{Model, Token};
+use crate::decode::{DecodeError, Engine, Finish, Generation, Job, JobSource, Side, TokenEvent};
+use crate::runtime::{
+    Model, ModelPair, Overlap, RuntimeError, ScoreOptions, ScoreSequence, Scorer, Token,
+};
+use crate::sampler::{log_softmax, token_metrics, MetricsError};
 
-/// A request for the engine.
+/// The events of one HTTP request, tagged with the choice they belong to
+/// (a request with `n` > 1 or several prompts is several jobs).
+pub type Events = UnboundedSender<(usize, Event)>;
+
+/// What the engine thread is asked to do.
+pub enum Task {
+    /// Decode one choice.
+    Generate(Job),
+    /// Score a prompt by teacher forcing with both models (`echo`): every
+    /// token after the first, with `top` alternatives under `side`'s model.
+    Score {
+        prompt: Vec<Token>,
+        top: usize,
+        side: Side,
+    },
+}
+
+/// A task for the engine thread: one choice of a request, or one of its
+/// prompts to score.
 pub struct Submission {
-    pub job: Job,
-    pub events: UnboundedSender<Event>,
+    pub task: Task,
+    /// The choice's index in the response.
+    pub choice: usize,
+    pub events: Events,
     /// Released (queue slot freed) when the engine drops the submission.
     pub permit: Permit,
 }
@@ -47,6 +70,17 @@ pub struct TokenOut {
     pub top: Vec<Alternative>,
 }
 
+/// A prompt token scored by teacher forcing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    /// Its log-prob under the served side's model, with alternatives.
+    pub logprob: f64,
+    pub top: Vec<Alternative>,
+    pub logprob_base: f64,
+    pub logprob_rl: f64,
+    pub dlogp: f64,
+}
+
 /// What the engine reports about a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -54,6 +88,8 @@ pub enum Event {
     Token { text: String, token: TokenOut },
     /// The job ended.
     Done { finish: Finish, n_tokens: usize },
+    /// A scored prompt: one entry per token after the first.
+    Prompt(Vec<PromptToken>),
     /// The job could not run, or the engine failed.
     Error(ApiError),
 }
@@ -71,14 +107,18 @@ pub struct Stats {
 pub struct Permit(Arc<AtomicUsize>);
 
 impl Permit {
-    /// Take a place if fewer than `capacity` are taken.
-    pub fn acquire(count: &Arc<AtomicUsize>, capacity: usize) -> Option<Permit> {
+    /// Take `k` places at once, or none if fewer than `k` are free.
+    pub fn acquire_many(
+        count: &Arc<AtomicUsize>,
+        capacity: usize,
+        k: usize,
+    ) -> Option<Vec<Permit>> {
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
+                (n + k <= capacity).then_some(n + k)
             })
             .ok()
-            .map(|_| Permit(Arc::clone(count)))
+            .map(|_| (0..k).map(|_| Permit(Arc::clone(count))).collect())
     }
 }
 
@@ -89,14 +129,23 @@ impl Drop for Permit {
 }
 
 struct Live {
-    events: UnboundedSender<Event>,
+    choice: usize,
+    events: Events,
     _permit: Permit,
+}
+
+impl Live {
+    fn send(&self, event: Event) {
+        let _ = self.events.send((self.choice, event));
+    }
 }
 
 /// The engine's [`JobSource`]: submissions from the channel, events back to
 /// each handler.
 pub struct Worker<'m> {
+    pair: &'m ModelPair,
     model: &'m Model,
+    threads: usize,
     jobs: mpsc::Receiver<Submission>,
     live: HashMap<u64, Live>,
     stats: Arc<Stats>,
@@ -104,12 +153,15 @@ pub struct Worker<'m> {
 
 impl<'m> Worker<'m> {
     pub fn new(
-        model: &'m Model,
+        pair: &'m ModelPair,
         jobs: mpsc::Receiver<Submission>,
         stats: Arc<Stats>,
+        threads: usize,
     ) -> Worker<'m> {
         Worker {
-            model,
+            pair,
+            model: pair.base(),
+            threads,
             jobs,
             live: HashMap::new(),
             stats,
@@ -125,7 +177,7 @@ impl<'m> Worker<'m> {
                 Err(e) => {
                     tracing::error!("the engine failed: {e}");
                     for (_, live) in self.live.drain() {
-                        let _ = live.events.send(Event::Error(ApiError::internal(format!(
+                        live.send(Event::Error(ApiError::internal(format!(
                             "generation failed: {e}"
                         ))));
                     }
@@ -133,6 +185,87 @@ impl<'m> Worker<'m> {
             }
         }
         alive.store(false, Ordering::Release);
+    }
+
+    /// Teacher-forced log-probs of every prompt token after the first,
+    /// as `dlogp score` computes them ([`token_metrics`] on a [`Scorer`]).
+    fn score(
+        &self,
+        prompt: &[Token],
+        top: usize,
+        side: Side,
+    ) -> Result<Vec<PromptToken>, RuntimeError> {
+        if prompt.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let rows = [ScoreSequence {
+            label: "prompt".to_string(),
+            prompt: prompt[..1].to_vec(),
+            response: prompt[1..].to_vec(),
+        }];
+        let options = ScoreOptions {
+            n_ctx: crate::runtime::padded_context(prompt.len()),
+            n_batch: 512,
+            n_seq: 1,
+            threads: self.threads,
+            overlap: Overlap::Sequential,
+            flash_attention: false,
+        }
+        .fitted_to(&rows);
+        let mut scorer = Scorer::for_pair(self.pair, options)?;
+        let which = usize::from(side == Side::Rl);
+        let mut out = Vec::new();
+        scorer.run(
+            &rows,
+            |logits: &[&[f32]], target: usize| -> Result<_, MetricsError> {
+                let m = token_metrics(logits[0], logits[1], target)?;
+                let mut alts = Vec::new();
+                if top > 0 {
+                    let mut lp = vec![0.0; logits[which].len()];
+                    log_softmax(logits[which], &mut lp)?;
+                    let mut all: Vec<(u32, f64)> = (0u32..).zip(lp.iter().copied()).collect();
+                    let k = top.min(all.len());
+                    let by =
+                        |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+                    if k < all.len() {
+                        all.select_nth_unstable_by(k - 1, by);
+                    }
+                    all.truncate(k);
+                    all.sort_by(by);
+                    alts = all;
+                }
+                Ok((m, alts))
+            },
+            |_, rows| {
+                out = rows;
+                Ok(())
+            },
+            |_| {},
+        )?;
+        Ok(out
+            .into_iter()
+            .map(|(m, alts)| PromptToken {
+                logprob: if side == Side::Rl {
+                    m.logp_rl
+                } else {
+                    m.logp_base
+                },
+                top: alts
+                    .into_iter()
+                    .map(|(t, logprob)| {
+                        let (token, bytes) = self.piece(t);
+                        Alternative {
+                            token,
+                            bytes,
+                            logprob,
+                        }
+                    })
+                    .collect(),
+                logprob_base: m.logp_base,
+                logprob_rl: m.logp_rl,
+                dlogp: m.dlogp,
+            })
+            .collect())
     }
 
     fn piece(&self, id: u32) -> (String, Vec<u8>) {
@@ -152,15 +285,27 @@ impl JobSource for Worker<'_> {
             if sub.events.is_closed() {
                 continue; // the client left while queued
             }
-            let id = sub.job.id;
-            self.live.insert(
-                id,
-                Live {
-                    events: sub.events,
-                    _permit: sub.permit,
-                },
-            );
-            return Some(sub.job);
+            let live = Live {
+                choice: sub.choice,
+                events: sub.events,
+                _permit: sub.permit,
+            };
+            let job = match sub.task {
+                Task::Generate(job) => job,
+                Task::Score { prompt, top, side } => {
+                    // between engine iterations, on this thread: no
+                    // threads compete with the decoder's
+                    live.send(match self.score(&prompt, top, side) {
+                        Ok(tokens) => Event::Prompt(tokens),
+                        Err(e) => Event::Error(ApiError::internal(format!(
+                            "scoring the prompt failed: {e}"
+                        ))),
+                    });
+                    continue;
+                }
+            };
+            self.live.insert(job.id, live);
+            return Some(job);
         }
     }
 
@@ -203,7 +348,7 @@ impl JobSource for Worker<'_> {
             logprob,
             top,
         };
-        let _ = live.events.send(Event::Token {
+        live.send(Event::Token {
             text: event.text.to_string(),
             token: out,
         });
@@ -217,7 +362,7 @@ impl JobSource for Worker<'_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(live) = self.live.remove(&id) {
-            let _ = live.events.send(Event::Done {
+            live.send(Event::Done {
                 finish: generation.finish,
                 n_tokens: generation.tokens.len(),
             });
@@ -227,9 +372,7 @@ impl JobSource for Worker<'_> {
 
     fn rejected(&mut self, id: u64, error: DecodeError) {
         if let Some(live) = self.live.remove(&id) {
-            let _ = live
-                .events
-                .send(Event::Error(ApiError::bad_request(error.to_string())));
+            live.send(Event::Error(ApiError::bad_request(error.to_string())));
         }
     }
 }

@@ -449,7 +449,6 @@ fn serve_rejects_bad_requests_with_json_errors() {
         ("max_tokens", json!(0), "max_tokens"),
         ("max_tokens", json!(65), "max_tokens"),
         ("top_logprobs", json!(50), "top_logprobs"),
-        ("n", json!(2), "n"),
         ("stop", json!(["a", ""]), "stop"),
         ("seed", json!(1.5), "seed"),
     ] {
@@ -506,6 +505,532 @@ fn serve_rejects_bad_requests_with_json_errors() {
         chat,
         &json!({"messages": msgs, "max_tokens": 2, "seed": 0}),
     );
+}
+
+#[test]
+fn serve_trace_opt_out_and_unsupported_fields() {
+    let server = tiny_server(&[]);
+    let body = json!({"prompt": "the answer is", "max_tokens": 16, "seed": 6});
+    let with = ok(&server, "/v1/completions", &body);
+    let mut b = body.clone();
+    b["dlogp"] = json!({"trace": false, "mode": "extrapolate"});
+    let without = ok(&server, "/v1/completions", &b);
+    let (cw, co) = (&with["choices"][0], &without["choices"][0]);
+    assert_eq!(cw["text"], co["text"]);
+    assert!(cw["dlogp"]["tokens"].is_array());
+    assert!(co["dlogp"].get("tokens").is_none(), "{co}");
+    assert_eq!(
+        co["dlogp"]["replacement_ratio"],
+        cw["dlogp"]["replacement_ratio"]
+    );
+    // streamed: no chunk carries a trace, the text is the same
+    b["stream"] = json!(true);
+    let r = server.post("/v1/completions", &b);
+    assert_eq!(r.status, 200);
+    let mut text = String::new();
+    for d in r.sse_data().iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        let choice = &c["choices"][0];
+        assert!(choice["dlogp"].get("tokens").is_none(), "{c}");
+        text.push_str(choice["text"].as_str().unwrap_or(""));
+    }
+    assert_eq!(text, cw["text"].as_str().unwrap());
+
+    let chat = "/v1/chat/completions";
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    for (field, value, param) in [
+        ("dlogp", json!({"trace": "no"}), "dlogp.trace"),
+        ("dlogp", json!({"gama": 1}), "dlogp"),
+        ("dlogp", json!(3), "dlogp"),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+            "tools",
+        ),
+        ("tool_choice", json!("required"), "tool_choice"),
+        (
+            "response_format",
+            json!({"type": "json_object"}),
+            "response_format",
+        ),
+        ("presence_penalty", json!(0.5), "presence_penalty"),
+        ("frequency_penalty", json!(1), "frequency_penalty"),
+        ("logit_bias", json!({"99999": 1}), "logit_bias"),
+        ("logit_bias", json!({"1": 101}), "logit_bias"),
+        ("logit_bias", json!({"one": 1}), "logit_bias"),
+        ("logit_bias", json!([1, 2]), "logit_bias"),
+    ] {
+        let mut b = json!({"messages": msgs, "max_tokens": 2});
+        b[field] = value.clone();
+        let e = error_of(&server.post(chat, &b), 400);
+        assert_eq!(e["param"], param, "{field} = {value}: {e}");
+    }
+    let e = error_of(
+        &server.post("/v1/completions", &json!({"prompt": "a", "suffix": "b"})),
+        400,
+    );
+    assert_eq!(e["param"], "suffix");
+    // what frontends send by default passes
+    ok(
+        &server,
+        chat,
+        &json!({"messages": msgs, "max_tokens": 2, "tools": [], "tool_choice": "none",
+                "response_format": {"type": "text"}, "presence_penalty": 0,
+                "frequency_penalty": 0, "logit_bias": {}, "user": "u", "dlogp": null}),
+    );
+}
+
+#[test]
+fn serve_logit_bias_moves_proposals_and_resampling() {
+    let server = tiny_server(&[]);
+    let ask = |model: &str, bias: Value| {
+        ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": "the answer is", "max_tokens": 6, "seed": 2, "model": model,
+                    "temperature": 0, "logprobs": 2, "logit_bias": bias}),
+        )
+    };
+    let free = ask("rl", json!(null));
+    let c = &free["choices"][0];
+    let first = token_ids(c)[0];
+    let top = c["logprobs"]["top_logprobs"][0]
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut top: Vec<(String, f64)> = top
+        .into_iter()
+        .map(|(k, v)| (k, v.as_f64().unwrap()))
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(
+        top[0].1,
+        c["logprobs"]["token_logprobs"][0].as_f64().unwrap()
+    );
+    // banning the greedy first token: the greedy choice is the runner-up,
+    // its reported log-prob is under the biased distribution, renormalised,
+    // and the trace keeps the model's own log-prob
+    let banned = ask("rl", json!({ first.to_string(): -100 }));
+    let b = &banned["choices"][0];
+    assert_ne!(token_ids(b)[0], first);
+    assert_eq!(b["logprobs"]["tokens"][0].as_str().unwrap(), top[1].0);
+    let (lp0, lp1) = (top[0].1, top[1].1);
+    let want = lp1 - (1.0 - lp0.exp() + (lp0 - 100.0).exp()).ln();
+    let got = b["logprobs"]["token_logprobs"][0].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    assert!((b["dlogp"]["tokens"][0]["logprob_rl"].as_f64().unwrap() - lp1).abs() < 1e-12);
+    // llama-server's list form with `false` is the same ban
+    let listed = ask("rl", json!([[first, false]]));
+    assert_eq!(token_ids(&listed["choices"][0]), token_ids(b));
+    // the re-sampling distribution is biased too: replace with the `always`
+    // gate re-samples every token from π_RL, so it equals biased `rl`
+    let replaced = ask(
+        "replace:criterion=always",
+        json!({ first.to_string(): -100 }),
+    );
+    let r = &replaced["choices"][0];
+    assert!(r["dlogp"]["tokens"][0]["gate"].as_bool().unwrap());
+    assert_eq!(r["text"], b["text"]);
+    assert_ne!(token_ids(r)[0], first);
+}
+
+#[test]
+fn serve_cors_like_llama_server() {
+    use crate::http::request_with;
+    let server = tiny_server(&[]);
+    let site = "http://localhost:3000";
+    // a browser preflight: answered, not 405, with the requested headers allowed
+    let pre = request_with(
+        server.addr,
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("Origin", site),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "content-type, authorization",
+            ),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(pre.status, 204, "{}", pre.headers);
+    assert_eq!(pre.header("access-control-allow-origin"), Some(site));
+    assert!(pre
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST") && m.contains("GET")));
+    assert_eq!(
+        pre.header("access-control-allow-headers"),
+        Some("content-type, authorization")
+    );
+    // the answer itself carries the origin, errors too; no Origin, no header
+    let body = json!({"prompt": "a", "max_tokens": 1, "seed": 0}).to_string();
+    let r = request_with(
+        server.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", site)],
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(site));
+    let r = request_with(server.addr, "GET", "/nothing", &[("Origin", site)], None).unwrap();
+    assert_eq!(
+        (r.status, r.header("access-control-allow-origin")),
+        (404, Some(site))
+    );
+    assert!(server
+        .request("GET", "/v1/models", None)
+        .header("access-control-allow-origin")
+        .is_none());
+    // --cors-origin restricts
+    let only = tiny_server(&["--cors-origin", site]);
+    let other = "http://evil.example";
+    let pre = request_with(
+        only.addr,
+        "OPTIONS",
+        "/v1/completions",
+        &[("Origin", other)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(pre.status, 403);
+    assert!(pre.header("access-control-allow-origin").is_none());
+    let r = request_with(
+        only.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", other)],
+        Some(&body),
+    )
+    .unwrap();
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "{}",
+        r.headers
+    );
+    let r = request_with(
+        only.addr,
+        "POST",
+        "/v1/completions",
+        &[("Origin", site)],
+        Some(&body),
+    )
+    .unwrap();
+    assert_eq!(r.header("access-control-allow-origin"), Some(site));
+    // a malformed origin is a start-up error naming the flag
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let out = dlogp(&[
+        "serve",
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--port",
+        "0",
+        "--cors-origin",
+        "localhost:3000",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--cors-origin"), "{}", stderr(&out));
+}
+
+/// (text, token ids) of each choice of a streamed answer, by index.
+fn streamed_choices(r: &crate::http::Response, k: usize) -> Vec<(String, Vec<u64>)> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.sse_data();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let mut out = vec![(String::new(), Vec::new()); k];
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).unwrap();
+        assert!(c.get("error").is_none(), "{c}");
+        for choice in c["choices"].as_array().unwrap() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            let piece = choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str())
+                .unwrap_or("");
+            out[i].0.push_str(piece);
+            out[i].1.extend(token_ids(choice));
+        }
+    }
+    out
+}
+
+fn text_of(choice: &Value) -> String {
+    choice["text"]
+        .as_str()
+        .or(choice["message"]["content"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn serve_n_choices_are_keyed_draws_and_prompt_lists() {
+    let server = tiny_server(&["--parallel", "2"]);
+    // choice i of n = 3 is the same request with n = 1 and seed S + i
+    for (path, body) in [
+        (
+            "/v1/completions",
+            json!({"prompt": "the answer is", "max_tokens": 12, "seed": 40, "logprobs": 1}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "what is 2 + 2"}], "max_tokens": 12, "seed": 40}),
+        ),
+    ] {
+        let mut b = body.clone();
+        b["n"] = json!(3);
+        let many = ok(&server, path, &b);
+        let choices = many["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3);
+        let mut total = 0;
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["dlogp"]["seed"], 40 + i as u64);
+            let mut one = body.clone();
+            one["seed"] = json!(40 + i as u64);
+            let alone = ok(&server, path, &one);
+            let a = &alone["choices"][0];
+            assert_eq!(text_of(c), text_of(a), "{path} choice {i}");
+            assert_eq!(token_ids(c), token_ids(a), "{path} choice {i}");
+            assert_eq!(c["logprobs"], a["logprobs"]);
+            total += alone["usage"]["completion_tokens"].as_u64().unwrap();
+        }
+        // different seeds: not all choices the same
+        assert!(choices
+            .iter()
+            .any(|c| token_ids(c) != token_ids(&choices[0])));
+        assert_eq!(many["usage"]["completion_tokens"], total);
+        assert_eq!(
+            many["usage"]["prompt_tokens"],
+            ok(&server, path, &body)["usage"]["prompt_tokens"]
+        );
+        // streamed: the same choices, by index
+        b["stream"] = json!(true);
+        let streamed = streamed_choices(&server.post(path, &b), 3);
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(
+                streamed[i],
+                (text_of(c), token_ids(c)),
+                "{path} streamed choice {i}"
+            );
+        }
+    }
+    // a list of prompts × n: choice p·n + i is prompt p with seed S + i
+    let prompts = ["the answer is", "e t e"];
+    let many = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompts, "n": 2, "max_tokens": 8, "seed": 7}),
+    );
+    let choices = many["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4);
+    let mut prompt_tokens = 0;
+    for (k, c) in choices.iter().enumerate() {
+        let (pi, i) = (k / 2, k % 2);
+        let alone = ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": prompts[pi], "max_tokens": 8, "seed": 7 + i}),
+        );
+        assert_eq!(token_ids(c), token_ids(&alone["choices"][0]), "choice {k}");
+        assert_eq!(c["text"], alone["choices"][0]["text"]);
+        if i == 0 {
+            prompt_tokens += alone["usage"]["prompt_tokens"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(many["usage"]["prompt_tokens"], prompt_tokens);
+    // token-id lists work as a batch too
+    let ids = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": [[1, 2, 3], [4, 5]], "max_tokens": 2, "seed": 1}),
+    );
+    assert_eq!(ids["choices"].as_array().unwrap().len(), 2);
+    // text_offset continues after the prompt (OpenAI's convention)
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": "the answer is", "max_tokens": 6, "seed": 3, "logprobs": 0}),
+    );
+    let lp = &v["choices"][0]["logprobs"];
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets[0], "the answer is".len() as u64, "{lp}");
+    // offsets are bytes of the text; a token that is part of a character
+    // shows as U+FFFD but counts its own bytes
+    for (j, t) in lp["tokens"].as_array().unwrap().iter().enumerate().skip(1) {
+        let prev = lp["tokens"][j - 1].as_str().unwrap();
+        if !prev.contains('\u{fffd}') {
+            assert_eq!(offsets[j], offsets[j - 1] + prev.len() as u64, "{t}");
+        }
+        assert!(offsets[j] > offsets[j - 1]);
+    }
+    let text_len = v["choices"][0]["text"].as_str().unwrap().len() as u64;
+    assert!(*offsets.last().unwrap() < offsets[0] + text_len.max(1));
+    // bad values name the field
+    for (field, value) in [("n", json!(0)), ("n", json!(17)), ("best_of", json!(3))] {
+        let mut b = json!({"prompt": "a", "max_tokens": 2});
+        b[field] = value.clone();
+        let e = error_of(&server.post("/v1/completions", &b), 400);
+        assert_eq!(e["param"], field, "{field} = {value}");
+    }
+    let e = error_of(&server.post("/v1/completions", &json!({"prompt": []})), 400);
+    assert_eq!(e["param"], "prompt");
+    let e = error_of(
+        &server.post(
+            "/v1/completions",
+            &json!({"prompt": [[1], []], "max_tokens": 1}),
+        ),
+        400,
+    );
+    assert_eq!(e["param"], "prompt");
+}
+
+#[test]
+fn serve_echo_scores_the_prompt_as_dlogp_score_does() {
+    let server = tiny_server(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let (prompt, response) = ("the answer is", " 1 + 2 = 3 and the answer is 3");
+    // the prompt's token ids, from an echo of its text
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0, "logprobs": 0}),
+    );
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    let prompt_ids: Vec<u64> = c["dlogp"]["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        prompt_ids.len() as u64,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert!(c["logprobs"]["token_logprobs"][0].is_null());
+    // dlogp score of (prompt, response), token for token
+    let rows = write_rows(
+        dir.path(),
+        "rows.jsonl",
+        &[json!({"prompt": prompt, "response": response})],
+    );
+    let records = score(
+        dir.path(),
+        &[
+            "--base",
+            p(&base),
+            "--rl-lora",
+            p(&lora),
+            "--raw",
+            "--input",
+            p(&rows),
+        ],
+    );
+    let mut ids = prompt_ids.clone();
+    ids.extend(records.iter().map(|r| r["token"].as_u64().unwrap()));
+    for (model, key) in [
+        ("dlogp", "logp_rl"),
+        ("replace", "logp_rl"),
+        ("base", "logp_base"),
+    ] {
+        let v = ok(
+            &server,
+            "/v1/completions",
+            &json!({"prompt": ids, "echo": true, "max_tokens": 0, "logprobs": 2, "model": model}),
+        );
+        let c = &v["choices"][0];
+        let lps = c["logprobs"]["token_logprobs"].as_array().unwrap();
+        assert_eq!(lps.len(), ids.len());
+        let trace = c["dlogp"]["prompt_tokens"].as_array().unwrap();
+        for (j, r) in records.iter().enumerate() {
+            let at = prompt_ids.len() + j;
+            assert_eq!(lps[at].as_f64().unwrap(), f(r, key), "{model} token {j}");
+            assert_eq!(trace[at]["logprob_rl"].as_f64().unwrap(), f(r, "logp_rl"));
+            assert_eq!(
+                trace[at]["logprob_base"].as_f64().unwrap(),
+                f(r, "logp_base")
+            );
+            assert_eq!(trace[at]["dlogp"].as_f64().unwrap(), f(r, "dlogp"));
+            // two alternatives, fewer keys only when their texts collide
+            // (byte tokens shown as U+FFFD), the best at least the token's
+            let top = c["logprobs"]["top_logprobs"][at].as_object().unwrap();
+            assert!((1..=2).contains(&top.len()), "{top:?}");
+            let best = top
+                .values()
+                .map(|x| x.as_f64().unwrap())
+                .fold(f64::MIN, f64::max);
+            assert!(best >= lps[at].as_f64().unwrap());
+        }
+        // offsets of the echoed tokens start at 0 and add up to the echoed text
+        let offs = c["logprobs"]["text_offset"].as_array().unwrap();
+        assert_eq!(offs[0], 0);
+        assert!(offs.windows(2).all(|w| w[0].as_u64() <= w[1].as_u64()));
+    }
+    // echo with generation: the echoed prompt, then exactly the answer of
+    // the same request without echo, offsets continuing after the prompt
+    let body = json!({"prompt": prompt, "max_tokens": 6, "seed": 9, "logprobs": 1});
+    let plain = ok(&server, "/v1/completions", &body);
+    let mut b = body.clone();
+    b["echo"] = json!(true);
+    let echoed = ok(&server, "/v1/completions", &b);
+    let echo_only = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0}),
+    );
+    let echo_text = echo_only["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (pc, ec) = (&plain["choices"][0], &echoed["choices"][0]);
+    assert_eq!(
+        ec["text"].as_str().unwrap(),
+        format!("{echo_text}{}", pc["text"].as_str().unwrap())
+    );
+    assert_eq!(token_ids(ec), token_ids(pc));
+    let n_prompt = prompt_ids.len();
+    let elp = ec["logprobs"]["token_logprobs"].as_array().unwrap();
+    assert_eq!(
+        &elp[n_prompt..],
+        pc["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .as_slice()
+    );
+    let eoff = ec["logprobs"]["text_offset"].as_array().unwrap();
+    assert_eq!(eoff[n_prompt].as_u64().unwrap(), echo_text.len() as u64);
+    // streamed echo: the same text
+    b["stream"] = json!(true);
+    let streamed = streamed_choices(&server.post("/v1/completions", &b), 1);
+    assert_eq!(streamed[0].0, ec["text"].as_str().unwrap());
+    let mut b0 = json!({"prompt": prompt, "echo": true, "max_tokens": 0, "stream": true});
+    let streamed = streamed_choices(&server.post("/v1/completions", &b0), 1);
+    assert_eq!(streamed[0].0, echo_text);
+    // max_tokens 0 without echo: an empty completion; chat still needs 1
+    b0["echo"] = json!(false);
+    b0["stream"] = json!(false);
+    let v = ok(&server, "/v1/completions", &b0);
+    assert_eq!(v["choices"][0]["text"], "");
+    let e = error_of(
+        &server.post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+        ),
+        400,
+    );
+    assert_eq!(e["param"], "max_tokens");
 }
 
 #[test]
