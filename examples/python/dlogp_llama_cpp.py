@@ -16,9 +16,10 @@ random draws). Pure ctypes: no compiled extension.
 
 `attach` makes `llm`'s sampler chain the dlogp sampler alone (or, with
 `compose=True`, the dlogp sampler followed by llama-cpp-python's usual
-samplers and its `dist`), feeds every prompt to the base model before the
-first token, and detaches the sampler from each chain before
-llama-cpp-python frees it. Keyword settings are the fields of
+samplers and its `dist`); `generate` feeds the prompt to the base model
+before the first token; the sampler is taken out of every chain before
+llama-cpp-python frees it, and `detach` / `close` (or leaving the `with`)
+give `llm` its own samplers back. Keyword settings are the fields of
 `struct dlogp_params` (include/dlogp.h): mode, criterion, proposer, tau,
 gamma, temperature, top_p, top_k, seed, key, n_ctx, n_threads, n_gpu_layers,
 compose. Mode, criterion and proposer take names ("extrapolate", "dlogp",
@@ -147,6 +148,8 @@ class DlogpSampler:
     def attach(self, llm: "llama_cpp.Llama") -> None:
         """Make `llm`'s sampler chains use this sampler (see the module doc)."""
         sampler_self = self
+        if getattr(llm, "_dlogp_sampler", None) is not None:
+            llm._dlogp_sampler.detach(llm)
         original = llm._init_sampler
 
         def init_sampler(*args, **kwargs) -> _internals.LlamaSampler:
@@ -160,8 +163,23 @@ class DlogpSampler:
                 chain.custom_samplers.append((0, None))  # removed before the chain is freed
             return chain
 
+        llm._dlogp_original_init_sampler = original
+        llm._dlogp_sampler = self
         llm._init_sampler = init_sampler
         self._llm = llm
+
+    def detach(self, llm: "llama_cpp.Llama") -> None:
+        """Give `llm` its own samplers back; the chain it still holds (which
+        contains this sampler) is closed, taking this sampler out first."""
+        if getattr(llm, "_dlogp_sampler", None) is not self:
+            return
+        llm._init_sampler = llm._dlogp_original_init_sampler
+        del llm._dlogp_original_init_sampler
+        llm._dlogp_sampler = None
+        if llm._sampler is not None:
+            llm._sampler.close()
+            llm._sampler = None
+        self._llm = None
 
     def generate(self, llm: "llama_cpp.Llama", tokens: Sequence[int],
                  max_tokens: int, **kwargs) -> Iterator[int]:
@@ -179,6 +197,8 @@ class DlogpSampler:
                 return
 
     def close(self) -> None:
+        if getattr(self, "_llm", None) is not None:
+            self.detach(self._llm)
         if getattr(self, "_ptr", None):
             llama_cpp.llama_sampler_free(_sampler_p(self._ptr))
             self._ptr = None

@@ -322,3 +322,51 @@ fn plugin_c_host_equals_generate_smollm2_lora() {
     );
     assert!(fired > 0 && fired < 48, "the gate fired {fired} times");
 }
+
+/// libdlogp in llama-cpp-python (examples/python/dlogp_llama_cpp.py): its
+/// generations equal `dlogp generate`'s on the SmolLM2 pair, keyed and
+/// composed (tests/python/host_equals_generate.py). Needs the venv that
+/// scripts/test-python-host.sh makes (llama-cpp-python builds llama.cpp from
+/// source, minutes); without it the test says so and checks nothing.
+#[cfg(target_os = "linux")]
+#[test]
+fn plugin_in_llama_cpp_python_equals_generate() {
+    let cache = std::env::var_os("DLOGP_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dlogp")));
+    let Some(python) = cache
+        .map(|c| c.join("python-host-venv/bin/python"))
+        .filter(|p| p.exists())
+    else {
+        eprintln!("SKIPPED: no llama-cpp-python venv (run scripts/test-python-host.sh once)");
+        return;
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import llama_cpp"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        eprintln!("SKIPPED: {} has no llama_cpp", python.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    build_host(dir.path()); // the same freshness check of libdlogp
+    let dlogp_bin = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"));
+    let release = dlogp_bin.parent().unwrap();
+    let root = root();
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/host_equals_generate.py"))
+        .arg(&dlogp_bin)
+        .arg(smollm2())
+        .arg(root.join("gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf"))
+        .arg(dir.path())
+        .env("DLOGP_LIB_DIR", release)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
