@@ -39,7 +39,7 @@ pub struct StreamOptions {
 }
 
 /// `stop`: one string or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),

@@ -108,6 +108,76 @@ const REFUSED: &[(&str, Neutral, &str)] = &[
     ),
 ];
 
+/// llama-server's own sampling fields of `/completion` this server does not
+/// implement, refused unless neutral. (`min_p`, `n_keep`, `cache_prompt`,
+/// `id_slot`, `samplers`, `timings_per_token` are accepted and ignored: the
+/// llama.cpp web UI sends them by default.)
+const NATIVE_REFUSED: &[(&str, Neutral, &str)] = &[
+    (
+        "mirostat",
+        Neutral::Number(0.0),
+        "mirostat sampling is not supported",
+    ),
+    (
+        "repeat_penalty",
+        Neutral::Number(1.0),
+        "penalties are not supported (only 1)",
+    ),
+    (
+        "typical_p",
+        Neutral::Number(1.0),
+        "typical sampling is not supported (only 1)",
+    ),
+    (
+        "dry_multiplier",
+        Neutral::Number(0.0),
+        "DRY sampling is not supported (only 0)",
+    ),
+    (
+        "xtc_probability",
+        Neutral::Number(0.0),
+        "XTC sampling is not supported (only 0)",
+    ),
+    (
+        "dynatemp_range",
+        Neutral::Number(0.0),
+        "dynamic temperature is not supported (only 0)",
+    ),
+    (
+        "ignore_eos",
+        Neutral::Words(&[]),
+        "ignore_eos is not supported",
+    ),
+    (
+        "lora",
+        Neutral::EmptyList,
+        "per-request LoRA is not supported",
+    ),
+    (
+        "post_sampling_probs",
+        Neutral::Words(&[]),
+        "post-sampling probabilities are not supported",
+    ),
+    (
+        "n_cmpl",
+        Neutral::Number(1.0),
+        "one completion per /completion request (use n in /v1/completions)",
+    ),
+];
+
+/// [`check`] plus llama-server's sampling fields, for `/completion`.
+pub fn check_native(body: &Map<String, Value>) -> Result<(), ApiError> {
+    check(body)?;
+    for &(name, neutral, why) in NATIVE_REFUSED {
+        if let Some(v) = body.get(name) {
+            if !(neutral.accepts(v) || v == &Value::Bool(false)) {
+                return Err(ApiError::invalid(name, format!("`{name}`: {why}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A 400 naming the first refused field `body` sets to a non-neutral value.
 pub fn check(body: &Map<String, Value>) -> Result<(), ApiError> {
     for &(name, neutral, why) in REFUSED {

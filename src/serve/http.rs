@@ -21,7 +21,7 @@ use super::config::{self, SamplingFields};
 use super::error::ApiError;
 use super::fields;
 use super::reply;
-use super::worker::{Permit, Stats, Submission, Task};
+use super::worker::{Event, Permit, Stats, Submission, Task};
 use crate::decode::{DecodeConfig, Job, Mode, Side};
 use crate::runtime::{ChatMessage, ModelPair, PromptFormat, Token};
 
@@ -55,6 +55,8 @@ pub struct AppState {
     pub alive: Arc<AtomicBool>,
     pub next_id: AtomicU64,
     pub created: u64,
+    /// Sequences decoded side by side (`/props`' `total_slots`).
+    pub parallel: u32,
     pub cors: Arc<super::cors::Cors>,
 }
 
@@ -68,6 +70,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{name}", get(model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/health", get(health))
+        .route("/completion", post(super::native::completion))
+        .route("/tokenize", post(super::native::tokenize))
+        .route("/detokenize", post(super::native::detokenize))
+        .route("/props", get(super::native::props))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -175,6 +182,8 @@ pub(super) struct Prepared {
     pub(super) trace: bool,
     /// Whether the prompt is echoed (completions), its tokens scored.
     pub(super) echo: bool,
+    /// `/completion`'s `return_tokens`.
+    pub(super) return_tokens: bool,
 }
 
 impl Prepared {
@@ -218,6 +227,15 @@ fn parse_body<T: DeserializeOwned>(
     st: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
+    parse_body_with(st, body, fields::check)
+}
+
+/// [`parse_body`] with another check of the refused fields.
+pub(super) fn parse_body_with<T: DeserializeOwned>(
+    st: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    refused: fn(&serde_json::Map<String, Value>) -> Result<(), ApiError>,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(st.limits.max_body)
@@ -232,7 +250,7 @@ fn parse_body<T: DeserializeOwned>(
             "the request body must be a JSON object",
         ));
     };
-    fields::check(&map)?;
+    refused(&map)?;
     serde_json::from_value(Value::Object(map))
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -382,7 +400,7 @@ fn prompt_text_len(st: &AppState, tokens: &[Token]) -> usize {
         .sum()
 }
 
-fn prepare_common(
+pub(super) fn prepare_common(
     st: &AppState,
     kind: Kind,
     prompts: Vec<(Vec<Token>, Option<usize>)>,
@@ -481,11 +499,12 @@ fn prepare_common(
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         trace: ext.trace,
         echo: false,
+        return_tokens: false,
     })
 }
 
 /// A 400 when the request needs more engine tasks than the server holds.
-fn check_capacity(st: &AppState, p: &Prepared) -> Result<(), ApiError> {
+pub(super) fn check_capacity(st: &AppState, p: &Prepared) -> Result<(), ApiError> {
     let tasks = p.tasks();
     if tasks > st.limits.capacity {
         return Err(ApiError::invalid(
@@ -538,12 +557,43 @@ fn random_seed(salt: u64) -> u64 {
 /// Queue the request's jobs (one per choice); answer with JSON or a stream
 /// of events.
 async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
+    let (id, rx) = match submit(&st, &p) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let reply = reply::Reply {
+        id: format!(
+            "{}-{id}",
+            if p.kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            }
+        ),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        p,
+    };
+    if reply.p.stream {
+        reply::stream(reply, rx).into_response()
+    } else {
+        reply::full(reply, rx).await
+    }
+}
+
+/// Send a request's tasks to the engine thread: its first job id and the
+/// receiver of its events.
+pub(super) fn submit(
+    st: &AppState,
+    p: &Prepared,
+) -> Result<(u64, tokio::sync::mpsc::UnboundedReceiver<(usize, Event)>), ApiError> {
     let k = p.choices();
     // echo: one scoring task per prompt, sent first (the engine thread runs
     // tasks in order, so a prompt's scores come before its choices' tokens)
     let scores = if p.echo { p.prompts.len() } else { 0 };
     let Some(mut permits) = Permit::acquire_many(&st.taken, st.limits.capacity, p.tasks()) else {
-        return ApiError::busy(st.limits.capacity).into_response();
+        return Err(ApiError::busy(st.limits.capacity));
     };
     let id = st.next_id.fetch_add(k as u64, Ordering::Relaxed);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -591,32 +641,13 @@ async fn generate(st: Arc<AppState>, p: Prepared) -> Response {
     }
     drop(tx);
     if !sent || !st.alive.load(Ordering::Acquire) {
-        return ApiError {
+        return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "the engine has stopped".to_string(),
             kind: "server_error",
             param: None,
             code: None,
-        }
-        .into_response();
+        });
     }
-    let reply = reply::Reply {
-        id: format!(
-            "{}-{id}",
-            if p.kind == Kind::Chat {
-                "chatcmpl"
-            } else {
-                "cmpl"
-            }
-        ),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        p,
-    };
-    if reply.p.stream {
-        reply::stream(reply, rx).into_response()
-    } else {
-        reply::full(reply, rx).await
-    }
+    Ok((id, rx))
 }

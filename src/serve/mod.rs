@@ -21,6 +21,7 @@ mod cors;
 mod error;
 mod fields;
 mod http;
+mod native;
 mod reply;
 mod worker;
 
@@ -188,6 +189,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         cors: Arc::new(opts.cors.clone()),
+        parallel: opts.parallel,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

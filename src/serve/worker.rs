@@ -48,6 +48,7 @@ pub struct Submission {
 /// A token text with its bytes and log-prob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alternative {
+    pub id: u32,
     pub token: String,
     pub bytes: Vec<u8>,
     pub logprob: f64,
@@ -255,6 +256,7 @@ impl<'m> Worker<'m> {
                     .map(|(t, logprob)| {
                         let (token, bytes) = self.piece(t);
                         Alternative {
+                            id: t,
                             token,
                             bytes,
                             logprob,
@@ -326,6 +328,7 @@ impl JobSource for Worker<'_> {
                     .map(|&(t, logprob)| {
                         let (token, bytes) = self.piece(t);
                         Alternative {
+                            id: t,
                             token,
                             bytes,
                             logprob,

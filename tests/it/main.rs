@@ -4,6 +4,8 @@
 // Tests print skip reasons and measurements.
 #![allow(clippy::print_stdout, clippy::print_stderr, unsafe_code)]
 
+#[cfg(feature = "serve")]
+mod clients;
 mod common;
 mod compact;
 mod corrupt;

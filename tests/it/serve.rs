@@ -1034,6 +1034,179 @@ fn serve_echo_scores_the_prompt_as_dlogp_score_does() {
 }
 
 #[test]
+fn serve_llama_server_native_endpoints() {
+    let server = tiny_server(&["--parallel", "3"]);
+    let prompt = "the answer is";
+    // /completion decodes as /v1/completions with the same prompt and seed
+    let oai = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 12, "seed": 5, "logprobs": 2}),
+    );
+    let oc = &oai["choices"][0];
+    let native = ok(
+        &server,
+        "/completion",
+        &json!({"prompt": prompt, "n_predict": 12, "seed": 5, "n_probs": 2, "return_tokens": true,
+                // what the llama.cpp web UI sends by default is accepted
+                "min_p": 0.05, "repeat_penalty": 1.0, "typical_p": 1, "dry_multiplier": 0,
+                "xtc_probability": 0, "cache_prompt": true, "samplers": ["top_k", "top_p"],
+                "timings_per_token": false}),
+    );
+    assert_eq!(native["content"], oc["text"]);
+    assert_eq!(native["stop"], true);
+    let ids: Vec<u64> = token_ids(oc)
+        .into_iter()
+        .take(native["tokens_predicted"].as_u64().unwrap() as usize)
+        .collect();
+    let got: Vec<u64> = native["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, ids);
+    assert_eq!(
+        native["tokens_predicted"],
+        oai["usage"]["completion_tokens"]
+    );
+    assert_eq!(native["tokens_evaluated"], oai["usage"]["prompt_tokens"]);
+    let want_stop = if oc["finish_reason"] == "length" {
+        "limit"
+    } else {
+        "eos"
+    };
+    assert_eq!(native["stop_type"], want_stop);
+    let probs = native["completion_probabilities"].as_array().unwrap();
+    let lps = oc["logprobs"]["token_logprobs"].as_array().unwrap();
+    assert_eq!(probs.len(), lps.len());
+    for (p, lp) in probs.iter().zip(lps) {
+        assert_eq!(&p["logprob"], lp);
+        let top = p["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
+        assert!(top[0]["id"].is_u64() && top[0]["bytes"].is_array());
+    }
+    assert_eq!(native["generation_settings"]["n_ctx"], 256);
+    assert_eq!(native["dlogp"]["seed"], 5);
+    // streamed: the contents add up, the last object has stop: true, no [DONE]
+    let r = server.post(
+        "/completion",
+        &json!({"prompt": prompt, "n_predict": 12, "seed": 5, "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    let data = r.sse_data();
+    let objs: Vec<Value> = data
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = objs
+        .iter()
+        .map(|o| o["content"].as_str().unwrap_or(""))
+        .collect();
+    let last = objs.last().unwrap();
+    assert_eq!(last["stop"], true);
+    assert!(objs[..objs.len() - 1].iter().all(|o| o["stop"] == false));
+    assert_eq!(text, oc["text"].as_str().unwrap());
+    // n_predict 0 generates nothing
+    let none = ok(
+        &server,
+        "/completion",
+        &json!({"prompt": prompt, "n_predict": 0}),
+    );
+    assert_eq!(
+        (none["content"].as_str(), none["tokens_predicted"].as_u64()),
+        (Some(""), Some(0))
+    );
+
+    // /tokenize and /detokenize agree with the prompt the server decodes
+    let echo = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0}),
+    );
+    let echo_ids: Vec<Value> = echo["choices"][0]["dlogp"]["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    let tok = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    );
+    assert_eq!(tok["tokens"].as_array().unwrap(), &echo_ids);
+    let plain = ok(&server, "/tokenize", &json!({"content": prompt}));
+    let pieces = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": prompt, "with_pieces": true}),
+    );
+    let pt = pieces["tokens"].as_array().unwrap();
+    assert_eq!(pt.len(), plain["tokens"].as_array().unwrap().len());
+    for (a, b) in pt.iter().zip(plain["tokens"].as_array().unwrap()) {
+        assert_eq!(&a["id"], b);
+        assert!(a["piece"].is_string() || a["piece"].is_array());
+    }
+    let de = ok(&server, "/detokenize", &json!({"tokens": echo_ids}));
+    assert_eq!(de["content"], echo["choices"][0]["text"]);
+    // /props: llama-server's names
+    let props = server.request("GET", "/props", None).json();
+    assert_eq!(props["total_slots"], 3);
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 256);
+    assert!(props["model_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("tiny-llama.gguf"));
+    assert!(props["chat_template"].is_string());
+    assert_eq!(props["default_generation_settings"]["params"]["top_p"], 0.7);
+    assert_eq!(
+        server.request("GET", "/v1/health", None).json()["status"],
+        "ok"
+    );
+    // bad values name the field
+    for (body, param) in [
+        (json!({"prompt": "a", "n_predict": -2}), "n_predict"),
+        (json!({"prompt": "a", "n_predict": 100000}), "n_predict"),
+        (json!({"prompt": "a", "n_probs": 50}), "n_probs"),
+        (json!({"prompt": "a", "mirostat": 2}), "mirostat"),
+        (
+            json!({"prompt": "a", "repeat_penalty": 1.1}),
+            "repeat_penalty",
+        ),
+        (
+            json!({"prompt": "a", "grammar": "root ::= \"x\""}),
+            "grammar",
+        ),
+        (json!({"prompt": "a", "ignore_eos": true}), "ignore_eos"),
+        (json!({"prompt": ["a", "b"]}), "prompt"),
+        (json!({"prompt": [1, 99999]}), "prompt"),
+        (
+            json!({"prompt": "a", "logit_bias": [[99999, 1]]}),
+            "logit_bias",
+        ),
+    ] {
+        let e = error_of(&server.post("/completion", &body), 400);
+        assert_eq!(e["param"], param, "{body}");
+    }
+    let e = error_of(
+        &server.post("/detokenize", &json!({"tokens": [99999]})),
+        400,
+    );
+    assert_eq!(e["param"], "tokens");
+    let e = error_of(
+        &server.post(
+            "/tokenize",
+            &json!({"content": "a", "parse_special": false}),
+        ),
+        400,
+    );
+    assert_eq!(e["param"], "parse_special");
+    error_of(&server.post("/tokenize", &json!({"text": "a"})), 400);
+}
+
+#[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
     let dir = tempfile::tempdir().unwrap();
