@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{load_bench, DataArgs, SamplingArgs};
@@ -33,19 +34,16 @@ pub struct AnalyzeArgs {
     /// `dlogp score` output on responses the RL model generated.
     #[arg(long, value_name = "JSONL")]
     pub rl_generated: Option<PathBuf>,
-    /// Instead of score files: the base model; with --rl/--rl-lora and --data,
-    /// analyze generates with each model, scores both sets and analyzes them.
-    #[arg(long, value_name = "GGUF")]
-    pub base: Option<PathBuf>,
-    #[arg(long, value_name = "GGUF", conflicts_with = "rl_lora")]
-    pub rl: Option<PathBuf>,
-    #[arg(long, value_name = "GGUF")]
-    pub rl_lora: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0)]
-    pub lora_scale: f32,
-    /// Problems to generate from (JSONL; with --base).
+    /// Instead of score files, a pair: analyze generates with each model,
+    /// scores both sets and analyzes them (without score files or --base:
+    /// the default pair).
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Problems to generate from (JSONL, `-` for stdin; default: --limit
+    /// seeded arithmetic problems, as `dlogp tasks arith --seed 0`).
     #[arg(long, short = 'd', value_name = "JSONL")]
     pub data: Option<PathBuf>,
+    /// Field layout of --data (as in `dlogp eval`).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Use only the first N problems.
@@ -81,6 +79,7 @@ pub struct AnalyzeArgs {
     pub large: f64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// No progress or summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
@@ -98,21 +97,15 @@ fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
 }
 
 /// Generate with the base and with the RL model, score both sets on the pair.
-fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<TokenSet>> {
-    let Some(data) = &args.data else {
-        anyhow::bail!("--base needs --data: the problems to generate responses for");
-    };
-    if args.rl.is_none() && args.rl_lora.is_none() {
-        anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
+fn generate_and_score(args: &AnalyzeArgs, pair_args: &PairArgs) -> anyhow::Result<Vec<TokenSet>> {
+    if pair_args.spec().is_none() {
+        anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --lora FILE");
     }
-    let pair_args = PairArgs {
-        base: Some(base.to_path_buf()),
-        rl: args.rl.clone(),
-        rl_lora: args.rl_lora.clone(),
-        lora_scale: args.lora_scale,
-    };
     let data_args = DataArgs {
-        data: data.clone(),
+        data: args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(GENERATED)),
         preset: args.preset,
         question_field: None,
         answer_field: None,
@@ -120,22 +113,47 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         template: DEFAULT_PROMPT_TEMPLATE.to_string(),
         last_number: false,
         raw: false,
+        tasks: args
+            .data
+            .is_none()
+            .then(|| crate::eval::tasks::arith(args.limit, 0, None)),
     };
-    let bench = load_bench(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
+    let bench = load_bench(pair_args, &data_args, &args.sampling, &args.model, args.k)?;
     let mut sets = Vec::new();
     for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
+        let n = bench.tasks.len() * bench.k;
+        let bar = progress_bar(name, n, args.quiet);
+        let tokens = bench.score_records_with(args.sampling.defaults(mode)?, |_| bar.inc(1))?;
+        bar.finish_and_clear();
         if !args.quiet {
             eprintln!(
-                "{name}: generating and scoring {} responses",
-                bench.tasks.len() * bench.k
+                "{name}: {n} responses generated and scored, {} tokens",
+                tokens.len()
             );
         }
         sets.push(TokenSet {
             name: name.to_string(),
-            tokens: bench.score_records(args.sampling.defaults(mode)?)?,
+            tokens,
         });
     }
     Ok(sets)
+}
+
+/// What `--data` stands for when analyze generates its own problems.
+const GENERATED: &str = "arith (generated: dlogp tasks arith --seed 0)";
+
+fn progress_bar(name: &str, total: usize, quiet: bool) -> ProgressBar {
+    if quiet || total == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:.bold} [{bar:30}] {pos}/{len} responses ({elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_string());
+    bar
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
@@ -158,15 +176,21 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if args.bins == 0 {
         anyhow::bail!("invalid --bins: must be at least 1");
     }
-    let sets = match (&args.base, &args.base_generated, &args.rl_generated) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+    let models_given = args.pair.base.is_some()
+        || args.pair.rl.is_some()
+        || args.pair.rl_lora.is_some()
+        || args.pair.lora_scaled.is_some()
+        || args.data.is_some();
+    let files_given = args.base_generated.is_some() || args.rl_generated.is_some();
+    let sets = match (&args.base_generated, &args.rl_generated) {
+        _ if models_given && files_given => {
             anyhow::bail!("give score files (--base-generated/--rl-generated) or models (--base ... --data), not both")
         }
-        (Some(base), None, None) => generate_and_score(&args, base)?,
-        (None, None, None) => anyhow::bail!(
-            "nothing to analyze\nhint: pass --base-generated and/or --rl-generated (outputs of `dlogp score`), or --base, --rl-lora and --data"
-        ),
-        (None, b, r) => {
+        (None, None) => {
+            let pair = args.pair.clone().resolve()?;
+            generate_and_score(&args, &pair)?
+        }
+        (b, r) => {
             let mut sets = Vec::new();
             if let Some(p) = b {
                 sets.push(read_set(p, "base-generated")?);

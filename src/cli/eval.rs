@@ -12,7 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::args::{DecodeArgs, ModelArgs, PairArgs};
+use super::args::{parse_seed, DecodeArgs, ModelArgs, PairArgs, Seed};
 use crate::decode::{DecodeConfig, EngineOptions, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
@@ -49,11 +49,23 @@ pub struct DataArgs {
     /// Use prompts as written instead of rendering the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Problems made in memory instead of read from --data (analyze's
+    /// default), which then only names them.
+    #[arg(skip)]
+    pub tasks: Option<Vec<Task>>,
 }
 
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<Vec<Task>> {
         check_template(&self.template)?;
+        if self.limit == Some(0) {
+            anyhow::bail!("invalid --limit: must be at least 1");
+        }
+        if let Some(tasks) = &self.tasks {
+            let mut tasks = tasks.clone();
+            tasks.truncate(self.limit.unwrap_or(usize::MAX));
+            return Ok(tasks);
+        }
         let mut spec: DatasetSpec = self.preset.unwrap_or(Preset::Arith).into();
         if let Some(q) = &self.question_field {
             spec.question_field = q.clone();
@@ -103,14 +115,21 @@ pub struct SamplingArgs {
     /// Defaults of every configuration (names in --modes override them).
     #[command(flatten)]
     pub decode: DecodeArgs,
-    /// Tokens per response at most.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per response at most (`-n/--n-predict` as in llama.cpp).
+    #[arg(
+        long,
+        short = 'n',
+        visible_alias = "n-predict",
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
     pub max_tokens: usize,
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random draw (-1: a random seed, announced on stderr).
+    #[arg(long, short = 's', value_parser = parse_seed, default_value = "0", allow_negative_numbers = true)]
+    pub seed: Seed,
     /// Draft length K for speculative gating (1: lockstep). Default: 4 when
     /// several sequences are decoded side by side, else 1.
     #[arg(long)]
@@ -141,7 +160,7 @@ impl SamplingArgs {
                 i + 1
             );
         }
-        self.decode.resolve(mode, self.seed)
+        self.decode.resolve(mode, self.seed.value)
     }
 }
 
@@ -155,7 +174,7 @@ pub struct EvalArgs {
     /// extrapolate, global) with optional overrides, e.g.
     /// `base,rl,extrapolate,extrapolate:gamma=0.2:tau=-0.5,replace:criterion=kl:tau=0.1`.
     /// Default: base,rl,extrapolate with an RL model, base without.
-    #[arg(long, short = 'm')]
+    #[arg(long)]
     pub modes: Option<String>,
     /// Samples per problem (Avg@k and Pass@k use all k).
     #[arg(long, short = 'k', default_value_t = 4)]
@@ -216,7 +235,7 @@ pub fn load_bench(
         "raw": data.raw,
         "extraction": data.grader().methods,
         "k": k,
-        "seed": sampling.seed,
+        "seed": sampling.seed.value,
         "criterion": d.gate().criterion(),
         "tau": d.gate().tau(),
         "gamma": d.gamma(),

@@ -66,8 +66,62 @@ pub enum Command {
     Fixtures(fixtures::FixturesArgs),
 }
 
+/// llama.cpp's multi-letter short flags, which clap cannot declare, and the
+/// long flags they stand for.
+pub const LLAMA_SHORT_FLAGS: [(&str, &str); 3] = [
+    ("-ngl", "--n-gpu-layers"),
+    ("-fa", "--flash-attn"),
+    ("-np", "--parallel"),
+];
+
+/// The command line with llama.cpp's multi-letter short flags (`-ngl 0`,
+/// `-fa`, `-np 4`, also written `-ngl=0`) rewritten to their long forms,
+/// so that `dlogp generate -m model.gguf -ngl 0 -fa off` reads as llama.cpp
+/// would. Nothing after a `--` is touched, nor the value of a flag that
+/// takes free text (`-p -fa` keeps `-fa` as the prompt).
+pub fn llama_argv<I, T>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    const TEXT_FLAGS: [&str; 6] = ["-p", "--prompt", "--stop", "--template", "--name", "--taus"];
+    let mut out = Vec::new();
+    let mut verbatim = false;
+    let mut value_next = false;
+    for arg in args {
+        let arg: std::ffi::OsString = arg.into();
+        let text = arg.to_str();
+        if verbatim || value_next {
+            value_next = false;
+            out.push(arg);
+            continue;
+        }
+        match text {
+            Some("--") => verbatim = true,
+            Some(t) if TEXT_FLAGS.contains(&t) => value_next = true,
+            Some(t) => {
+                let (flag, value) = match t.split_once('=') {
+                    Some((f, v)) => (f, Some(v)),
+                    None => (t, None),
+                };
+                if let Some((_, long)) = LLAMA_SHORT_FLAGS.iter().find(|(s, _)| *s == flag) {
+                    out.push(match value {
+                        Some(v) => format!("{long}={v}").into(),
+                        None => (*long).into(),
+                    });
+                    continue;
+                }
+            }
+            None => {}
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    announce_seed(&cli.command);
     match cli.command {
         Command::Score(mut args) => {
             args.pair = args.pair.resolve()?;
@@ -89,7 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tasks(args) => tasks::run(args),
         #[cfg(feature = "train")]
-        Command::Train(args) => train::run(*args),
+        Command::Train(args) => train::run(args.resolve()?),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::LoraCompact(args) => compact::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
@@ -98,6 +152,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.pair = args.pair.resolve()?;
             serve::run(args)
         }
+    }
+}
+
+/// Say which seed a `--seed -1` drew (once, before any work).
+fn announce_seed(command: &Command) {
+    match command {
+        Command::Generate(a) => a.sampling.seed.announce(),
+        Command::Eval(a) => a.sampling.seed.announce(),
+        Command::Intervene(a) => a.sampling.seed.announce(),
+        Command::Analyze(a) => a.sampling.seed.announce(),
+        #[cfg(feature = "train")]
+        Command::Train(a) => a.seed.announce(),
+        _ => {}
     }
 }
 
@@ -165,6 +232,41 @@ fn error_lines(err: &anyhow::Error) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn llama_short_flags_become_long_ones() {
+        let argv = |v: &[&str]| -> Vec<String> {
+            super::llama_argv(v.iter().copied())
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            argv(&["dlogp", "generate", "-ngl", "0", "-fa", "-np=2", "-p", "-fa", "--", "-ngl"]),
+            [
+                "dlogp",
+                "generate",
+                "--n-gpu-layers",
+                "0",
+                "--flash-attn",
+                "--parallel=2",
+                "-p",
+                "-fa",
+                "--",
+                "-ngl"
+            ]
+        );
+        assert_eq!(
+            argv(&["dlogp", "-ngl=5", "-n", "3"]),
+            ["dlogp", "--n-gpu-layers=5", "-n", "3"]
+        );
+    }
+
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");

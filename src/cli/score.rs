@@ -207,7 +207,7 @@ fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Res
         n_seq: args.sequences,
         threads,
         overlap,
-        flash_attention: args.model.flash_attn,
+        flash_attention: args.model.flash_attn.enabled(),
     })
 }
 

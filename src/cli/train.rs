@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::args::ModelArgs;
+use super::args::{parse_seed, ModelArgs, Seed};
 use crate::eval::dataset::{self, DatasetSpec, Preset};
 use crate::eval::tasks::{arith, Task, LEVELS};
 use crate::eval::verify::{prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};
@@ -25,9 +25,11 @@ use crate::train::{
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The base model (GGUF, llama architecture).
-    #[arg(long, value_name = "GGUF")]
-    pub base: PathBuf,
+    /// The base model (GGUF, llama architecture); `-m/--model` as in
+    /// llama.cpp. Default: gguf/SmolLM2-135M-Instruct.Q4_1.gguf, the default
+    /// pair's base.
+    #[arg(long, short = 'm', visible_alias = "model", value_name = "GGUF")]
+    pub base: Option<PathBuf>,
     /// Where to write the adapter (GGUF LoRA); also written at every checkpoint.
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
@@ -68,8 +70,8 @@ pub struct TrainArgs {
     /// Optimizer updates per rollout batch (PPO mini-batches).
     #[arg(long, default_value_t = 1)]
     pub updates_per_step: usize,
-    /// Longest response in tokens.
-    #[arg(long, default_value_t = 256)]
+    /// Longest response in tokens (`-n/--n-predict` as in llama.cpp).
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 256)]
     pub max_tokens: usize,
     /// DAPO's soft overlong penalty over the last N tokens before --max-tokens (0: off).
     #[arg(long, default_value_t = 64)]
@@ -127,8 +129,9 @@ pub struct TrainArgs {
     /// Global gradient-norm clip (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the prompt order and the samples (-1: a random seed, announced).
+    #[arg(long, short = 's', value_parser = parse_seed, default_value = "0", allow_negative_numbers = true)]
+    pub seed: Seed,
 
     /// Save a checkpoint (and the adapter) every N steps.
     #[arg(long, default_value_t = 10)]
@@ -165,6 +168,19 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 impl TrainArgs {
+    /// The base model: as given, or the default pair's base (checked).
+    pub fn resolve(mut self) -> anyhow::Result<TrainArgs> {
+        self.base = Some(super::args::base_or_default(self.base.take())?);
+        Ok(self)
+    }
+
+    /// The base model; [`TrainArgs::resolve`] must have run.
+    fn base(&self) -> &Path {
+        self.base
+            .as_deref()
+            .expect("TrainArgs::resolve fills in the base model")
+    }
+
     fn settings(&self) -> anyhow::Result<TrainSettings> {
         let lora = LoraConfig::new(self.rank, self.alpha, &self.targets, self.layers.as_deref())?;
         let clip = ClipParams {
@@ -196,7 +212,7 @@ impl TrainArgs {
             max_draw_factor: self.max_draw_factor,
             reward_correct: self.reward_correct,
             reward_wrong: self.reward_wrong,
-            seed: self.seed,
+            seed: self.seed.value,
             rollout_sequences: self.sequences,
             rollout_threads: self.model.threads()?,
         };
@@ -237,7 +253,7 @@ impl TrainArgs {
 
 /// Tokenize each task's prompt with the model's tokenizer and chat template.
 fn tokenize(args: &TrainArgs, tasks: &[Task]) -> anyhow::Result<Vec<Vec<u32>>> {
-    let model = Model::load(&args.base, &args.model.load_options())?;
+    let model = Model::load(args.base(), &args.model.load_options())?;
     let format = PromptFormat::for_model(&model, args.raw)?;
     tasks
         .iter()
@@ -314,7 +330,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .metrics
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".metrics.jsonl"));
-    let mut inputs: Vec<&std::path::Path> = vec![&args.base];
+    let mut inputs: Vec<&std::path::Path> = vec![args.base()];
     inputs.extend(args.data.as_deref());
     super::eval::check_outputs(&[&args.out, &checkpoint, &metrics_path], &inputs)?;
     let mut trainer = if args.resume {
@@ -324,19 +340,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 checkpoint.display()
             );
         }
-        let t = Trainer::resume(&args.base, prompts, settings, &device, &checkpoint)?;
+        let t = Trainer::resume(args.base(), prompts, settings, &device, &checkpoint)?;
         trim_metrics(&metrics_path, t.steps_done())?;
         t
     } else {
         let _ = std::fs::remove_file(&metrics_path);
-        Trainer::new(&args.base, prompts, settings, &device)?
+        Trainer::new(args.base(), prompts, settings, &device)?
     };
     trainer.set_workers(workers)?;
     tracing::info!(
         "training {} LoRA parameters ({} tensors) on {}, {} tasks, {workers} trainer thread(s), {:?}",
         trainer.policy().n_params(),
         trainer.policy().vars().len(),
-        args.base.display(),
+        args.base().display(),
         tasks.len(),
         device
     );

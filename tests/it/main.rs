@@ -4,6 +4,7 @@
 // Tests print skip reasons and measurements.
 #![allow(clippy::print_stdout, clippy::print_stderr, unsafe_code)]
 
+mod cli;
 mod common;
 mod compact;
 mod corrupt;

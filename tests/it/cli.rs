@@ -1,0 +1,490 @@
+//! llama.cpp's dialect: the same request by llama.cpp-style flags and by
+//! dlogp's long flags gives byte-identical output, on every command that
+//! loads models.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::*;
+
+fn ok(args: &[&str]) -> Output {
+    let out = dlogp(args);
+    assert!(
+        out.status.success(),
+        "dlogp {} failed: {}",
+        args.join(" "),
+        stderr(&out)
+    );
+    out
+}
+
+fn tiny() -> (String, String) {
+    (
+        p(&fixture("tiny-llama.gguf")).to_string(),
+        p(&fixture("tiny-lora-random.gguf")).to_string(),
+    )
+}
+
+/// `dlogp tasks arith -n N --seed 5 -o dir/arith.jsonl`.
+fn arith(dir: &Path, n: &str) -> String {
+    let path = dir.join("arith.jsonl");
+    ok(&["tasks", "arith", "-n", n, "--seed", "5", "-o", p(&path)]);
+    p(&path).to_string()
+}
+
+#[test]
+fn generate_by_llama_cpp_flags_is_byte_identical() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let prompt_file = dir.path().join("prompt.txt");
+    std::fs::write(&prompt_file, "the answer is\n").unwrap();
+    let long = ok(&[
+        "generate",
+        "--base",
+        &base,
+        "--rl-lora",
+        &lora,
+        "--lora-scale",
+        "0.5",
+        "--max-tokens",
+        "12",
+        "--seed",
+        "3",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--top-k",
+        "20",
+        "--ctx-size",
+        "256",
+        "--batch-size",
+        "64",
+        "--threads",
+        "1",
+        "--gpu-layers",
+        "0",
+        "--samples",
+        "3",
+        "--output",
+        "-",
+        "--quiet",
+        "the answer is",
+    ]);
+    let rows = String::from_utf8(long.stdout.clone()).unwrap();
+    assert_eq!(rows.lines().count(), 3, "3 samples as JSONL: {rows}");
+    for llama in [
+        vec![
+            "generate",
+            "-m",
+            &base,
+            "--lora-scaled",
+            &lora,
+            "0.5",
+            "-n",
+            "12",
+            "-s",
+            "3",
+            "--temp",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--top-k",
+            "20",
+            "-c",
+            "256",
+            "-b",
+            "64",
+            "-t",
+            "1",
+            "-ngl",
+            "0",
+            "-fa",
+            "off",
+            "--samples",
+            "3",
+            "-q",
+            "-p",
+            "the answer is",
+        ],
+        vec![
+            "generate",
+            "--model",
+            &base,
+            "--lora",
+            &lora,
+            "--lora-scale",
+            "0.5",
+            "--n-predict",
+            "12",
+            "-s",
+            "3",
+            "--temp",
+            "0.8",
+            "--top-p",
+            "0.9",
+            "--top-k",
+            "20",
+            "-c",
+            "256",
+            "-b",
+            "64",
+            "-t",
+            "1",
+            "--n-gpu-layers",
+            "0",
+            "--samples",
+            "3",
+            "-q",
+            "-f",
+            p(&prompt_file),
+        ],
+    ] {
+        let out = ok(&llama);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            rows,
+            "dlogp {}",
+            llama.join(" ")
+        );
+    }
+}
+
+#[test]
+fn negative_numbers_are_values() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let score = |flags: &[&str]| -> Vec<u8> {
+        let mut args = vec!["score", "-m", &base, "-i", p(&rows), "-q", "-t", "1"];
+        args.extend_from_slice(flags);
+        ok(&args).stdout
+    };
+    let reversed = score(&["--lora", &lora, "--lora-scale", "-1"]);
+    assert_eq!(reversed, score(&["--lora-scaled", &lora, "-1"]));
+    assert_ne!(
+        reversed,
+        score(&["--lora", &lora]),
+        "scale -1 is not scale 1"
+    );
+    let first: serde_json::Value =
+        serde_json::from_slice(reversed.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert!(first["dlogp"].is_number(), "{first}");
+
+    // --seed -1: a random seed, announced so the run can be repeated
+    let out = ok(&["generate", "-m", &base, "-n", "4", "-s", "-1", "the"]);
+    let err = stderr(&out);
+    let drawn: String = err
+        .split("drew seed ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the drawn seed is announced: {err}"))
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let again = ok(&["generate", "-m", &base, "-n", "4", "-s", &drawn, "the"]);
+    assert_eq!(out.stdout, again.stdout, "--seed {drawn} repeats the run");
+    let bad = dlogp(&["generate", "-m", &base, "--seed", "-2", "the"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("--seed") && err.contains("-1 for a random seed"),
+        "{err}"
+    );
+    let bad = dlogp(&[
+        "score",
+        "-m",
+        &base,
+        "--lora-scaled",
+        &lora,
+        "x",
+        "-i",
+        p(&rows),
+    ]);
+    let err = stderr(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("invalid --lora-scaled") && err.contains("finite number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn score_by_llama_cpp_flags_is_byte_identical() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let long = ok(&[
+        "score",
+        "--base",
+        &base,
+        "--rl-lora",
+        &lora,
+        "--lora-scale",
+        "2",
+        "--ctx-size",
+        "128",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--gpu-layers",
+        "0",
+        "--input",
+        p(&rows),
+        "--quiet",
+    ]);
+    assert!(!long.stdout.is_empty());
+    let llama = ok(&[
+        "score",
+        "-m",
+        &base,
+        "--lora-scaled",
+        &lora,
+        "2",
+        "-c",
+        "128",
+        "-b",
+        "16",
+        "-t",
+        "1",
+        "-ngl",
+        "0",
+        "-fa",
+        "off",
+        "-i",
+        p(&rows),
+        "-q",
+    ]);
+    assert_eq!(llama.stdout, long.stdout);
+}
+
+#[test]
+fn eval_intervene_and_analyze_by_llama_cpp_flags_are_byte_identical() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let data = arith(dir.path(), "3");
+    let file = |name: &str| p(&dir.path().join(name)).to_string();
+    let (a, b) = (file("long.jsonl"), file("llama.jsonl"));
+    ok(&[
+        "eval",
+        "--base",
+        &base,
+        "--rl-lora",
+        &lora,
+        "--data",
+        &data,
+        "--modes",
+        "base,rl",
+        "-k",
+        "2",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "7",
+        "--temperature",
+        "0.9",
+        "--threads",
+        "1",
+        "--output",
+        &a,
+        "-q",
+    ]);
+    ok(&[
+        "eval", "-m", &base, "--lora", &lora, "-d", &data, "--modes", "base,rl", "-k", "2", "-n",
+        "6", "-s", "7", "--temp", "0.9", "-t", "1", "-ngl", "0", "-o", &b, "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "eval"
+    );
+    assert_eq!(read_jsonl(Path::new(&a)).len(), 3 * 2 * 2);
+
+    let (a, b) = (file("long.csv"), file("llama.csv"));
+    ok(&[
+        "intervene",
+        "--base",
+        &base,
+        "--rl-lora",
+        &lora,
+        "--data",
+        &data,
+        "--criteria",
+        "dlogp",
+        "--taus",
+        "-0.5",
+        "-k",
+        "1",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "2",
+        "--threads",
+        "1",
+        "--csv",
+        &a,
+        "-q",
+    ]);
+    ok(&[
+        "intervene",
+        "-m",
+        &base,
+        "--lora",
+        &lora,
+        "-d",
+        &data,
+        "--criteria",
+        "dlogp",
+        "--taus",
+        "-0.5",
+        "-k",
+        "1",
+        "-n",
+        "6",
+        "-s",
+        "2",
+        "-t",
+        "1",
+        "--csv",
+        &b,
+        "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "intervene"
+    );
+
+    let (a, b) = (file("long.json"), file("llama.json"));
+    ok(&[
+        "analyze",
+        "--base",
+        &base,
+        "--rl-lora",
+        &lora,
+        "--data",
+        &data,
+        "--max-tokens",
+        "6",
+        "--seed",
+        "4",
+        "--threads",
+        "1",
+        "--json",
+        &a,
+        "-q",
+    ]);
+    ok(&[
+        "analyze", "-m", &base, "--lora", &lora, "-d", &data, "-n", "6", "-s", "4", "-t", "1",
+        "--json", &b, "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "analyze"
+    );
+}
+
+/// Every command that loads models takes llama.cpp's names for the same
+/// settings (`score` decodes nothing, `train` has no RL side and `serve` no
+/// seed: requests carry it).
+#[test]
+fn every_model_command_speaks_llama_cpp() {
+    use clap::CommandFactory;
+    let cli = dlogp::cli::Cli::command();
+    let mut commands = vec!["score", "generate", "eval", "intervene", "analyze"];
+    if cfg!(feature = "serve") {
+        commands.push("serve");
+    }
+    if cfg!(feature = "train") {
+        commands.push("train");
+    }
+    for name in commands {
+        let cmd = cli
+            .get_subcommands()
+            .find(|c| c.get_name() == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let has_long = |long: &str| {
+            cmd.get_arguments().any(|a| {
+                a.get_long() == Some(long) || a.get_all_aliases().is_some_and(|v| v.contains(&long))
+            })
+        };
+        let has_short = |s: char, long: &str| {
+            cmd.get_arguments().any(|a| {
+                a.get_short() == Some(s) && has_long(long) && {
+                    a.get_long() == Some(long)
+                        || a.get_all_aliases().is_some_and(|v| v.contains(&long))
+                }
+            })
+        };
+        for long in [
+            "model",
+            "n-gpu-layers",
+            "ngl",
+            "ctx-size",
+            "threads",
+            "batch-size",
+        ] {
+            assert!(has_long(long), "{name} --{long}");
+        }
+        for long in ["flash-attn", "fa"] {
+            assert!(has_long(long), "{name} --{long}");
+        }
+        assert!(has_short('m', "model"), "{name} -m");
+        assert!(
+            has_short('c', "ctx-size") && has_short('t', "threads"),
+            "{name}"
+        );
+        assert!(has_short('b', "batch-size"), "{name} -b");
+        if name == "score" {
+            // teacher-forced: nothing is predicted or sampled
+            for long in ["lora", "lora-scaled", "lora-scale"] {
+                assert!(has_long(long), "{name} --{long}");
+            }
+            continue;
+        }
+        assert!(has_short('n', "n-predict"), "{name} -n");
+        if name != "train" {
+            for long in [
+                "lora",
+                "lora-scaled",
+                "lora-scale",
+                "temp",
+                "top-p",
+                "top-k",
+            ] {
+                assert!(has_long(long), "{name} --{long}");
+            }
+        }
+        if name != "serve" {
+            assert!(has_short('s', "seed"), "{name} -s");
+        }
+    }
+}
+
+/// `serve --host localhost` listens (on loopback), with llama-server's `-np`.
+#[cfg(feature = "serve")]
+#[test]
+fn serve_takes_a_host_name() {
+    let (base, lora) = tiny();
+    let server = crate::http::Server::start(&[
+        "-m",
+        &base,
+        "--lora",
+        &lora,
+        "--host",
+        "localhost",
+        "-np",
+        "2",
+        "-ngl",
+        "0",
+        "-n",
+        "8",
+    ]);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let r = server.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "the answer is", "max_tokens": 4, "seed": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
