@@ -18,7 +18,7 @@ use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
-use crate::io::write_atomic;
+use crate::io::{is_std_stream, write_atomic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlotFormat {
@@ -28,10 +28,10 @@ pub enum PlotFormat {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// `dlogp score` output on responses the base model generated.
+    /// `dlogp score` output on responses the base model generated (`-` for stdin).
     #[arg(long, value_name = "JSONL")]
     pub base_generated: Option<PathBuf>,
-    /// `dlogp score` output on responses the RL model generated.
+    /// `dlogp score` output on responses the RL model generated (`-` for stdin).
     #[arg(long, value_name = "JSONL")]
     pub rl_generated: Option<PathBuf>,
     /// Instead of score files, a pair: analyze generates with each model,
@@ -53,10 +53,10 @@ pub struct AnalyzeArgs {
     #[arg(long, short = 'k', default_value_t = 1)]
     pub k: usize,
     /// The report: .html (self-contained, inline SVG) or .md (plots written
-    /// beside it in REPORT_plots/).
+    /// beside it in REPORT_plots/); `-`: HTML on stdout.
     #[arg(long, short = 'r', value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// All numbers as JSON.
+    /// All numbers as JSON (`-` for stdout).
     #[arg(long, value_name = "JSON")]
     pub json: Option<PathBuf>,
     /// Also write each histogram to this directory.
@@ -87,6 +87,12 @@ pub struct AnalyzeArgs {
 }
 
 fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
+    if is_std_stream(path) {
+        return Ok(TokenSet {
+            name: name.to_string(),
+            tokens: read_scores(std::io::stdin().lock(), "<stdin>")?,
+        });
+    }
     let source = path.display().to_string();
     let file =
         File::open(path).with_context(|| format!("{source}: could not open the score file"))?;
@@ -158,6 +164,7 @@ fn progress_bar(name: &str, total: usize, quiet: bool) -> ProgressBar {
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let report_kind = match &args.report {
+        Some(p) if is_std_stream(p) => Some(true),
         Some(p) => match p
             .extension()
             .and_then(|e| e.to_str())
@@ -172,6 +179,18 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     };
     if args.report.is_none() && args.json.is_none() && args.plots.is_none() {
         anyhow::bail!("nothing to write\nhint: pass --report report.html, --json analysis.json or --plots DIR");
+    }
+    super::stdio::one_stdout(&[
+        ("--report", args.report.as_deref()),
+        ("--json", args.json.as_deref()),
+    ])?;
+    super::stdio::one_stdin(&[
+        ("--base-generated", args.base_generated.as_deref()),
+        ("--rl-generated", args.rl_generated.as_deref()),
+        ("--data", args.data.as_deref()),
+    ])?;
+    if args.plots.as_deref().is_some_and(is_std_stream) {
+        anyhow::bail!("--plots needs a directory, not `-`\nhint: --report - writes the HTML report, plots inline, to stdout");
     }
     if args.bins == 0 {
         anyhow::bail!("invalid --bins: must be at least 1");

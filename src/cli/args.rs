@@ -291,6 +291,9 @@ impl PairArgs {
             self.rl_lora = Some(PathBuf::from(file));
             self.lora_scale = scale;
         }
+        super::stdio::model_file("--base", self.base.as_deref())?;
+        super::stdio::model_file("--rl", self.rl.as_deref())?;
+        super::stdio::model_file("--rl-lora", self.rl_lora.as_deref())?;
         if !self.lora_scale.is_finite() {
             anyhow::bail!(
                 "invalid --lora-scale {}: must be a finite number",

@@ -24,7 +24,7 @@ use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 /// The dataset and how problems become prompts and answers are graded.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// The problems (JSONL).
+    /// The problems (JSONL; `-` for stdin).
     #[arg(long, short = 'd', value_name = "JSONL")]
     pub data: PathBuf,
     /// Field layout: gsm8k (question/answer after ####), math (problem/answer),
@@ -181,10 +181,11 @@ pub struct EvalArgs {
     pub k: usize,
     /// Per-sample JSONL rows {"id", "sample", "config", "response", "extracted",
     /// "correct", "replacement_ratio", "n_tokens", "finish"}. Progress goes to
-    /// OUTPUT.partial, from which an interrupted run resumes.
+    /// OUTPUT.partial, from which an interrupted run resumes (`-`: stdout, no
+    /// journal; the table then goes to stderr).
     #[arg(long, short = 'o', value_name = "JSONL")]
     pub output: Option<PathBuf>,
-    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}.
+    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}; `-` for stdout.
     #[arg(long, value_name = "JSON")]
     pub summary: Option<PathBuf>,
     /// Discard OUTPUT.partial from an earlier run instead of resuming it.
@@ -312,13 +313,19 @@ fn progress_bar(total: usize, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// The journal beside `--output`: `None` without one; an error for stdout.
+/// The journal beside `--output`: `None` without one, and for stdout (`-`:
+/// rows go to stdout at the end, and an interrupted run starts afresh).
 pub fn journal_for(output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    match output {
-        Some(o) if o.as_os_str() == "-" => {
-            anyhow::bail!("--output needs a file (the run journals its progress beside it)")
-        }
-        o => Ok(o.map(Journal::path_for)),
+    Ok(output.filter(|o| !is_std_stream(o)).map(Journal::path_for))
+}
+
+/// Print a result table: on stdout, or on stderr when an output already
+/// goes to stdout (and then not at all with `quiet`).
+pub fn print_table(table: &str, stdout_taken: bool, quiet: bool) {
+    if !stdout_taken {
+        print!("{table}");
+    } else if !quiet {
+        eprint!("{table}");
     }
 }
 
@@ -370,6 +377,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     .flatten()
     .collect();
     check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
+    let stdout_taken = super::stdio::one_stdout(&[
+        ("--output", args.output.as_deref()),
+        ("--summary", args.summary.as_deref()),
+    ])?;
     let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
     let list = args.modes.clone().unwrap_or_else(|| {
         if bench.pair.is_some() {
@@ -395,7 +406,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
     discard_journal(journal.as_deref())?;
-    print!("{}", markdown_table(&summary));
+    print_table(&markdown_table(&summary), stdout_taken, args.quiet);
     if !args.quiet {
         eprintln!(
             "{} problems × {} samples × {} configurations",

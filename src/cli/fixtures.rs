@@ -33,10 +33,10 @@ pub enum InitArg {
 
 #[derive(Debug, Args)]
 pub struct LoraInitArgs {
-    /// The model the adapter is for.
-    #[arg(long, value_name = "GGUF")]
+    /// The model the adapter is for (`-m/--model` as in llama.cpp).
+    #[arg(long, short = 'm', visible_alias = "model", value_name = "GGUF")]
     pub base: PathBuf,
-    /// Where to write the adapter.
+    /// Where to write the adapter (`-` for stdout).
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
     /// Projections to adapt (suffixes of blk.N.<target>.weight).
@@ -61,6 +61,7 @@ pub struct LoraInitArgs {
 }
 
 pub fn run_lora_init(args: LoraInitArgs) -> anyhow::Result<()> {
+    super::stdio::model_file("--base", Some(&args.base))?;
     if !args.base.exists() {
         anyhow::bail!("{}: no such file", args.base.display());
     }

@@ -36,7 +36,7 @@ pub struct GenerateArgs {
     /// one trailing newline is dropped.
     #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "input")]
     pub file: Option<PathBuf>,
-    /// Prompts (JSONL): {"id"?, "prompt"} or {"id"?, "messages": [...]}.
+    /// Prompts (JSONL): {"id"?, "prompt"} or {"id"?, "messages": [...]}; `-` for stdin.
     #[arg(long, short = 'i', value_name = "JSONL")]
     pub input: Option<PathBuf>,
     /// JSONL rows {"id", "sample", "text", "n_tokens", "replacement_ratio", "finish"};
@@ -44,7 +44,7 @@ pub struct GenerateArgs {
     #[arg(long, short = 'o', value_name = "JSONL", default_value = "-")]
     pub output: PathBuf,
     /// One JSONL row per generated token: {"id", "sample", "position", "proposed",
-    /// "chosen", "gate", "dlogp"}.
+    /// "chosen", "gate", "dlogp"}; `-` for stdout (then --output needs a file).
     #[arg(long, value_name = "JSONL")]
     pub trace: Option<PathBuf>,
     /// Decoding mode (default: extrapolate with an RL model, base without).
@@ -87,6 +87,10 @@ struct TraceRow<'a> {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    super::stdio::one_stdout(&[
+        ("--output", Some(&args.output)),
+        ("--trace", args.trace.as_deref()),
+    ])?;
     let mut outputs = vec![args.output.as_path()];
     outputs.extend(args.trace.as_deref());
     let extra: Vec<&Path> = args

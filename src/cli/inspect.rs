@@ -10,7 +10,7 @@ use crate::io::Output;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A GGUF model or LoRA adapter.
+    /// A GGUF model or LoRA adapter (`-`: read from stdin).
     pub file: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -18,20 +18,30 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if crate::io::is_std_stream(&args.file) {
+        let tmp = super::stdio::spool_stdin()?;
+        let file = GgufFile::open(&tmp).map_err(|e| super::stdio::as_stdin(e, &tmp))?;
+        return show(&args, &file, std::path::Path::new("<stdin>"));
+    }
     if !args.file.exists() {
         anyhow::bail!("{}: no such file", args.file.display());
     }
     let file = GgufFile::open(&args.file)?;
-    let info = Inspection::from_file(&file);
-    let found = crate::gguf::problems(&file);
+    show(&args, &file, &args.file)
+}
+
+/// Print `file` (read from `name`) and fail if llama.cpp would abort on it.
+fn show(args: &InspectArgs, file: &GgufFile, name: &std::path::Path) -> anyhow::Result<()> {
+    let info = Inspection::from_file(file);
+    let found = crate::gguf::problems(file);
     let text = if args.json {
-        let mut v = to_json(&args.file, &info);
+        let mut v = to_json(name, &info);
         v["problems"] = problems_json(&found);
         let mut s = serde_json::to_string_pretty(&v)?;
         s.push('\n');
         s
     } else {
-        let mut s = to_text(&args.file, &info);
+        let mut s = to_text(name, &info);
         s.push_str(&problems_text(&found));
         s
     };
@@ -39,7 +49,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut out, text.as_bytes())?;
     out.commit()?;
     // A file llama.cpp would abort on is reported, then fails the command.
-    crate::gguf::validate::first_error(found, &args.file)?;
+    crate::gguf::validate::first_error(found, name)?;
     Ok(())
 }
 

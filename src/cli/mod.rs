@@ -15,6 +15,7 @@ mod intervene;
 mod score;
 #[cfg(feature = "serve")]
 mod serve;
+mod stdio;
 mod tasks;
 #[cfg(feature = "train")]
 mod train;

@@ -28,7 +28,8 @@ pub struct ScoreArgs {
     /// Output: one JSON object per response token; `-` for stdout.
     #[arg(long, short = 'o', value_name = "JSONL", default_value = "-")]
     pub output: PathBuf,
-    /// Also write the summary as JSON to this file.
+    /// Also write the summary as JSON to this file (`-`: stdout, then
+    /// --output needs a file).
     #[arg(long, value_name = "JSON")]
     pub summary: Option<PathBuf>,
     /// Use prompts as written instead of rendering the model's chat template.
@@ -91,10 +92,18 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             args.sequences
         );
     }
+    super::stdio::one_stdout(&[
+        ("--output", Some(&args.output)),
+        ("--summary", args.summary.as_deref()),
+    ])?;
     let mut outputs = vec![args.output.as_path()];
     outputs.extend(args.summary.as_deref());
     ensure_distinct(&outputs, &args.pair.inputs_and(&[&args.input]))?;
-    let source_name = args.input.display().to_string();
+    let source_name = if crate::io::is_std_stream(&args.input) {
+        "<stdin>".to_string()
+    } else {
+        args.input.display().to_string()
+    };
     let rows = read_rows_from(&args.input)?;
 
     let threads = args.model.threads()?;

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     /// Where to write the adapter (GGUF LoRA); also written at every checkpoint.
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
-    /// Training tasks (JSONL); see --preset for the field names.
+    /// Training tasks (JSONL, `-` for stdin); see --preset for the field names.
     #[arg(long, value_name = "JSONL", conflicts_with = "arith")]
     pub data: Option<PathBuf>,
     /// Field layout of --data.
@@ -142,7 +142,7 @@ pub struct TrainArgs {
     /// Continue from the checkpoint (same flags; --steps may be raised).
     #[arg(long)]
     pub resume: bool,
-    /// Per-step metrics (default: <out>.metrics.jsonl).
+    /// Per-step metrics (default: <out>.metrics.jsonl; `-` for stdout).
     #[arg(long, value_name = "JSONL")]
     pub metrics: Option<PathBuf>,
     /// Sequences the trainer processes side by side, one thread each (default:
@@ -170,7 +170,16 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 impl TrainArgs {
     /// The base model: as given, or the default pair's base (checked).
     pub fn resolve(mut self) -> anyhow::Result<TrainArgs> {
+        super::stdio::model_file("--base", self.base.as_deref())?;
         self.base = Some(super::args::base_or_default(self.base.take())?);
+        for (flag, path) in [
+            ("--out", Some(&self.out)),
+            ("--checkpoint", self.checkpoint.as_ref()),
+        ] {
+            if path.is_some_and(|p| crate::io::is_std_stream(p)) {
+                anyhow::bail!("{flag} needs a file: the adapter and the checkpoint are rewritten at every checkpoint\nhint: --out adapter.gguf (--metrics - streams the per-step metrics to stdout)");
+            }
+        }
         Ok(self)
     }
 
@@ -223,9 +232,12 @@ impl TrainArgs {
     fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         match (&self.data, self.arith) {
             (Some(path), _) => {
+                let spec: DatasetSpec = self.preset.into();
+                if crate::io::is_std_stream(path) {
+                    return Ok(dataset::load(std::io::stdin().lock(), "<stdin>", &spec)?);
+                }
                 let file = File::open(path)
                     .with_context(|| format!("{}: could not open", path.display()))?;
-                let spec: DatasetSpec = self.preset.into();
                 Ok(dataset::load(
                     BufReader::new(file),
                     &path.display().to_string(),
@@ -341,10 +353,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             );
         }
         let t = Trainer::resume(args.base(), prompts, settings, &device, &checkpoint)?;
-        trim_metrics(&metrics_path, t.steps_done())?;
+        if !crate::io::is_std_stream(&metrics_path) {
+            trim_metrics(&metrics_path, t.steps_done())?;
+        }
         t
     } else {
-        let _ = std::fs::remove_file(&metrics_path);
+        if !crate::io::is_std_stream(&metrics_path) {
+            let _ = std::fs::remove_file(&metrics_path);
+        }
         Trainer::new(args.base(), prompts, settings, &device)?
     };
     trainer.set_workers(workers)?;
@@ -356,11 +372,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         tasks.len(),
         device
     );
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("{}: could not open", metrics_path.display()))?;
+    let mut metrics_file: Box<dyn Write> = if crate::io::is_std_stream(&metrics_path) {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .with_context(|| format!("{}: could not open", metrics_path.display()))?,
+        )
+    };
     let verify = |task: usize, r: &Rollout| grader.grade(&r.text, &tasks[task].answer).1;
     let bar = progress_bar(args.steps, trainer.steps_done(), args.quiet);
     while !trainer.finished() {

@@ -22,5 +22,6 @@ mod score;
 mod serve;
 mod setup;
 mod smollm2;
+mod stdio;
 #[cfg(feature = "train")]
 mod train;
