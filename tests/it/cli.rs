@@ -488,3 +488,78 @@ fn serve_takes_a_host_name() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// `inspect` shows every metadata key (the committed adapter's
+/// `dlogp.train.*` and `dlogp.compact.*` too), long values cut and arrays
+/// summarised, LoRA targets by projection unless --tensors; `--json` has
+/// every value complete.
+#[test]
+fn inspect_shows_all_metadata() {
+    let adapter = root().join("gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf");
+    let text = String::from_utf8(ok(&["inspect", p(&adapter)]).stdout).unwrap();
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("dlogp.train.seed").trim_end().ends_with(" 1"),
+        "{}",
+        line("dlogp.train.seed")
+    );
+    assert!(line("dlogp.compact.rank").trim_end().ends_with(" 8"));
+    let settings = line("dlogp.train.settings");
+    assert!(
+        settings.contains("…") && settings.contains("chars)"),
+        "cut: {settings}"
+    );
+    assert!(
+        line("attn_q").contains("30 layers: 0-29"),
+        "{}",
+        line("attn_q")
+    );
+    assert!(
+        !text.contains("blk.0.attn_q"),
+        "targets summarised:\n{text}"
+    );
+    assert!(text.lines().count() < 50, "{text}");
+
+    let listed = String::from_utf8(ok(&["inspect", "--tensors", p(&adapter)]).stdout).unwrap();
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.trim() == "blk.29.ffn_up.weight")
+            .count(),
+        1,
+        "{listed}"
+    );
+    assert!(
+        listed.contains("blk.29.ffn_up.weight.lora_b"),
+        "every tensor listed"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&ok(&["inspect", "--json", p(&adapter)]).stdout).unwrap();
+    let meta = &json["metadata"];
+    assert_eq!(meta["dlogp.train.seed"], 1);
+    assert_eq!(meta["dlogp.compact.type"], "F16");
+    let settings: serde_json::Value =
+        serde_json::from_str(meta["dlogp.train.settings"].as_str().unwrap()).expect("whole");
+    assert_eq!(settings["lora"]["rank"], 16, "{settings}");
+    assert_eq!(json["lora"]["targets"].as_array().unwrap().len(), 210);
+
+    let model = smollm2();
+    let text = String::from_utf8(ok(&["inspect", p(&model)]).stdout).unwrap();
+    assert!(
+        text.contains("[string; 49152] \"<|endoftext|>\", \"<|im_start|>\""),
+        "arrays summarised"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ok(&["inspect", "--json", p(&model)]).stdout).unwrap();
+    let tokens = json["metadata"]["tokenizer.ggml.tokens"]
+        .as_array()
+        .unwrap();
+    assert_eq!(tokens.len(), 49152, "complete in --json");
+    assert_eq!(tokens[1], "<|im_start|>");
+}
