@@ -232,14 +232,19 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         PlotFormat::Svg => "svg",
         PlotFormat::Png => "png",
     };
+    // what was written, said at the end
+    let mut wrote: Vec<String> = Vec::new();
     if let Some(dir) = &args.plots {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
+        let mut n = 0;
         for m in Metric::ALL {
             if let Some(p) = analysis.histogram_plot(m) {
                 p.save(&dir.join(format!("{m}.{ext}")))?;
+                n += 1;
             }
         }
+        wrote.push(format!("{} ({n} plots)", dir.display()));
     }
     if let (Some(path), Some(html)) = (&args.report, report_kind) {
         let text = if html {
@@ -266,15 +271,22 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                     links.insert(m, format!("{dir_name}/{m}.{ext}"));
                 }
             }
+            wrote.push(format!("{} ({} plots)", dir.display(), links.len()));
             analysis.to_markdown(&links)
         };
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
+        if !is_std_stream(path) {
+            wrote.insert(0, format!("{} (report)", path.display()));
+        }
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&analysis)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
+        if !is_std_stream(path) {
+            wrote.push(format!("{} (JSON)", path.display()));
+        }
     }
     if !args.quiet {
         let d = &analysis.metrics[0];
@@ -294,6 +306,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 100.0 * above(0.1),
                 100.0 * above(1.0)
             );
+        }
+        for w in &wrote {
+            eprintln!("wrote {w}");
         }
     }
     Ok(())

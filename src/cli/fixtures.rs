@@ -46,16 +46,19 @@ pub struct LoraInitArgs {
         default_value = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
     )]
     pub targets: Vec<String>,
+    /// LoRA rank r of every adapted projection.
     #[arg(long, default_value_t = 8)]
     pub rank: usize,
     /// LoRA alpha (effective scale = alpha / rank).
     #[arg(long)]
     pub alpha: Option<f32>,
+    /// How the factors start.
     #[arg(long, value_enum, default_value_t = InitArg::Random)]
     pub init: InitArg,
     /// Standard deviation of B for --init random (A uses 1/sqrt(n_in)).
     #[arg(long, default_value_t = 0.01)]
     pub std: f32,
+    /// Seed of the random factors.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -82,9 +82,11 @@ pub struct TrainArgs {
     /// With dynamic sampling, draw at most this many times --prompts-per-step prompts per step.
     #[arg(long, default_value_t = 3)]
     pub max_draw_factor: usize,
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    /// Reward of a correct response.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub reward_correct: f64,
-    #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
+    /// Reward of a wrong response (or one with no answer).
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
     pub reward_wrong: f64,
 
     /// Token reweighting: lowprob w = 1 + α(1 − π_old), highprob w = 1 − c + c·π_old,
@@ -94,10 +96,13 @@ pub struct TrainArgs {
     /// α (lowprob, ppl; default 0.2) or c (highprob; default 0.5).
     #[arg(long)]
     pub reweight_strength: Option<f64>,
+    /// PPO ratio clip below 1: ratios under 1 − ε_low are clipped.
     #[arg(long, default_value_t = 0.2)]
     pub clip_low: f64,
+    /// DAPO's clip-higher: ratios over 1 + ε_high are clipped.
     #[arg(long, default_value_t = 0.28)]
     pub clip_high: f64,
+    /// Dual clip: for negative advantages the ratio is capped at this value.
     #[arg(long, default_value_t = 10.0)]
     pub dual_clip: f64,
 
@@ -119,11 +124,13 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
 
+    /// AdamW learning rate (peak, after the warm-up).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
+    /// AdamW decoupled weight decay.
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).

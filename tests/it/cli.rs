@@ -563,3 +563,68 @@ fn inspect_shows_all_metadata() {
     assert_eq!(tokens.len(), 49152, "complete in --json");
     assert_eq!(tokens[1], "<|im_start|>");
 }
+
+/// Without score files or --base, analyze uses the default pair (and
+/// generated arithmetic problems), shows progress and says what it wrote;
+/// train uses the default base. Elsewhere both name the missing default.
+#[test]
+fn analyze_and_train_use_the_default_pair() {
+    smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("a.json");
+    let out = ok(&[
+        "analyze",
+        "--limit",
+        "1",
+        "-n",
+        "8",
+        "-t",
+        "2",
+        "--json",
+        p(&json),
+    ]);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("wrote {} (JSON)", p(&json))), "{err}");
+    assert!(
+        err.contains("base-generated: 1 responses generated and scored"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(v.is_object());
+    let mut cases = vec![vec!["analyze", "--json", "x.json"]];
+    if cfg!(feature = "train") {
+        cases.push(vec!["train", "--arith", "2", "-o", "x.gguf"]);
+    }
+    for args in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dlogp"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("no --base given, and the default model gguf/SmolLM2-135M-Instruct.Q4_1.gguf is not in"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Logs carry no colour escapes when stderr is not a terminal, with or
+/// without NO_COLOR.
+#[test]
+fn logs_are_plain_off_a_terminal() {
+    let (base, _) = tiny();
+    for no_color in [None, Some("1")] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dlogp"));
+        cmd.args(["generate", "-m", &base, "-n", "2", "-s", "-1", "the"])
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap();
+        let err = stderr(&out);
+        assert!(err.contains("WARN") && err.contains("drew seed"), "{err}");
+        assert!(!err.contains('\u{1b}'), "no escapes: {err:?}");
+    }
+}
