@@ -13,9 +13,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{load_bench, DataArgs, SamplingArgs};
+use super::eval::{bench_provenance, load_bench, DataArgs, SamplingArgs};
 use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
+use crate::analysis::{FileInfo, Provenance};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
 use crate::io::{is_std_stream, write_atomic};
@@ -103,7 +104,10 @@ fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
 }
 
 /// Generate with the base and with the RL model, score both sets on the pair.
-fn generate_and_score(args: &AnalyzeArgs, pair_args: &PairArgs) -> anyhow::Result<Vec<TokenSet>> {
+fn generate_and_score(
+    args: &AnalyzeArgs,
+    pair_args: &PairArgs,
+) -> anyhow::Result<(Vec<TokenSet>, Provenance)> {
     if pair_args.spec().is_none() {
         anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --lora FILE");
     }
@@ -125,6 +129,13 @@ fn generate_and_score(args: &AnalyzeArgs, pair_args: &PairArgs) -> anyhow::Resul
             .then(|| crate::eval::tasks::arith(args.limit, 0, None)),
     };
     let bench = load_bench(pair_args, &data_args, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "analyze",
+        pair_args,
+        &data_args,
+        &args.sampling,
+        serde_json::json!({"k": args.k}),
+    )?;
     let mut sets = Vec::new();
     for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
         let n = bench.tasks.len() * bench.k;
@@ -142,7 +153,7 @@ fn generate_and_score(args: &AnalyzeArgs, pair_args: &PairArgs) -> anyhow::Resul
             tokens,
         });
     }
-    Ok(sets)
+    Ok((sets, prov))
 }
 
 /// What `--data` stands for when analyze generates its own problems.
@@ -210,6 +221,19 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             generate_and_score(&args, &pair)?
         }
         (b, r) => {
+            let mut prov = Provenance::new("analyze");
+            let info = |p: &Option<PathBuf>| -> anyhow::Result<Option<FileInfo>> {
+                p.as_deref()
+                    .map(|p| {
+                        FileInfo::read(p)
+                            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", p.display()))
+                    })
+                    .transpose()
+            };
+            prov.settings = serde_json::json!({
+                "base_generated": info(b)?,
+                "rl_generated": info(r)?,
+            });
             let mut sets = Vec::new();
             if let Some(p) = b {
                 sets.push(read_set(p, "base-generated")?);
@@ -217,9 +241,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             if let Some(p) = r {
                 sets.push(read_set(p, "RL-generated")?);
             }
-            sets
+            (sets, prov)
         }
     };
+    let (sets, mut prov) = sets;
     let options = AnalysisOptions {
         bins: args.bins,
         top: args.top,
@@ -227,7 +252,20 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         large_threshold: args.large,
         ..AnalysisOptions::default()
     };
-    let analysis = analyze(&sets, &options);
+    let mut analysis = analyze(&sets, &options);
+    if let Some(s) = prov.settings.as_object_mut() {
+        s.extend([
+            ("bins".to_string(), args.bins.into()),
+            ("top".to_string(), args.top.into()),
+            ("context".to_string(), args.context.into()),
+            ("large".to_string(), args.large.into()),
+        ]);
+    } else {
+        prov.settings = serde_json::json!({
+            "bins": args.bins, "top": args.top, "context": args.context, "large": args.large,
+        });
+    }
+    analysis.provenance = Some(prov);
     let ext = match args.plot_format {
         PlotFormat::Svg => "svg",
         PlotFormat::Png => "png",

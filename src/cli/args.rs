@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::analysis::{FileInfo, Provenance};
 use crate::decode::{ConfigError, ConfigPatch, DecodeConfig, Mode, Proposer};
 use crate::runtime::{context_size, default_threads, LoadOptions, PairSpec, RlSource};
 use crate::sampler::Criterion;
@@ -318,6 +319,25 @@ impl PairArgs {
             anyhow::bail!("--lora-scale needs --rl-lora");
         }
         Ok(self)
+    }
+
+    /// The provenance of an output of `command` made with this pair: each
+    /// file's path, size, hash prefix and architecture, and the LoRA scale.
+    pub fn provenance(&self, command: &str) -> anyhow::Result<Provenance> {
+        let info = |p: &Option<PathBuf>| -> anyhow::Result<Option<FileInfo>> {
+            p.as_deref()
+                .map(|p| {
+                    FileInfo::read_gguf(p)
+                        .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", p.display()))
+                })
+                .transpose()
+        };
+        let mut prov = Provenance::new(command);
+        prov.base = info(&self.base)?;
+        prov.rl = info(&self.rl)?;
+        prov.adapter = info(&self.rl_lora)?;
+        prov.lora_scale = self.rl_lora.is_some().then_some(self.lora_scale);
+        Ok(prov)
     }
 
     /// The model and adapter files, then `extra`: what an output must not overwrite.

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::args::{parse_seed, DecodeArgs, ModelArgs, PairArgs, Seed};
+use crate::analysis::{DecodeSettings, FileInfo, Provenance};
 use crate::decode::{DecodeConfig, EngineOptions, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
@@ -267,6 +268,60 @@ pub fn load_bench(
     })?)
 }
 
+/// The provenance of a bench's outputs: the pair, the dataset, template,
+/// seed and decoding defaults, and `extra` settings of the command. How the
+/// work is scheduled (--sequences, --draft, --threads) is left out: it never
+/// changes a result (ARCHITECTURE.md, "Batching never changes results").
+pub fn bench_provenance(
+    command: &str,
+    pair: &PairArgs,
+    data: &DataArgs,
+    sampling: &SamplingArgs,
+    extra: serde_json::Value,
+) -> anyhow::Result<Provenance> {
+    let mut prov = pair.provenance(command)?;
+    prov.data = Some(if data.tasks.is_some() {
+        FileInfo::named(data.source_name())
+    } else {
+        FileInfo::read(&data.data)
+            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", data.data.display()))?
+    });
+    prov.template = Some(data.template.clone());
+    prov.seed = Some(sampling.seed.value);
+    let mut decode = DecodeSettings::from(&sampling.defaults(Mode::Base)?);
+    decode.mode = None;
+    prov.decode = Some(decode);
+    let mut settings = json!({
+        "max_tokens": sampling.max_tokens,
+        "stop": sampling.stop,
+        "raw": data.raw,
+        "extraction": data.grader().methods,
+        "limit": data.limit,
+        "preset": data.preset,
+    });
+    if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    prov.settings = settings;
+    Ok(prov)
+}
+
+/// `value` (a JSON object) with a `"provenance"` key added.
+pub fn with_provenance(
+    value: &impl serde::Serialize,
+    prov: &Provenance,
+) -> anyhow::Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("provenance".to_string(), serde_json::to_value(prov)?);
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(m) => out.extend(m),
+        other => {
+            out.insert("result".to_string(), other);
+        }
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
 /// Shows a bench's progress on stderr: a bar per run, a line when resuming
 /// or calibrating; nothing when `quiet`.
 pub fn progress(quiet: bool) -> impl FnMut(BenchEvent<'_>) {
@@ -382,6 +437,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         ("--summary", args.summary.as_deref()),
     ])?;
     let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "eval",
+        &args.pair,
+        &args.data,
+        &args.sampling,
+        json!({"k": args.k, "modes": args.modes}),
+    )?;
     let list = args.modes.clone().unwrap_or_else(|| {
         if bench.pair.is_some() {
             "base,rl,extrapolate".to_string()
@@ -401,7 +463,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         write_rows(path, &bench.ordered(&configs, &rows))?;
     }
     if let Some(path) = &args.summary {
-        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        let text = serde_json::to_string_pretty(&with_provenance(&summary, &prov)?)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }

@@ -12,8 +12,8 @@ use clap::Args;
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{
-    check_outputs, discard_journal, journal_for, load_bench, print_table, progress, write_rows,
-    DataArgs, SamplingArgs,
+    bench_provenance, check_outputs, discard_journal, journal_for, load_bench, print_table,
+    progress, with_provenance, write_rows, DataArgs, SamplingArgs,
 };
 use crate::analysis::plot::check_plot_path;
 use crate::decode::Mode;
@@ -156,6 +156,19 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
         None
     };
     let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "intervene",
+        &args.pair,
+        &args.data,
+        &args.sampling,
+        serde_json::json!({
+            "k": args.k,
+            "criteria": args.criteria,
+            "taus": args.taus,
+            "ratios": (!by_tau).then_some(&args.ratios),
+            "calibrate": args.calibrate,
+        }),
+    )?;
     let (taus, calibration) = match taus {
         Some(t) => (t, None),
         None => {
@@ -199,7 +212,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&sweep)? + "\n";
+        let text = serde_json::to_string_pretty(&with_provenance(&sweep, &prov)?)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }

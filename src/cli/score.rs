@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
-use crate::analysis::{ScoreRecord, ScoreSummary};
+use super::eval::with_provenance;
+use crate::analysis::{FileInfo, ScoreRecord, ScoreSummary};
 use crate::io::{ensure_distinct, read_rows_from, write_atomic, InputRow, Output, RowBody};
 use crate::runtime::{
     Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
@@ -108,6 +109,17 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
     let threads = args.model.threads()?;
     let load = args.model.load_options();
+    let mut prov = args.pair.provenance("score")?;
+    prov.data = Some(
+        FileInfo::read(&args.input)
+            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", args.input.display()))?,
+    );
+    prov.settings = serde_json::json!({
+        "raw": args.raw,
+        "truncate": args.truncate,
+        "ctx_size": args.model.ctx_size,
+        "flash_attn": args.model.flash_attn.enabled(),
+    });
     match args.pair.spec() {
         Some(spec) => {
             let pair = ModelPair::load(&spec, &load)?;
@@ -144,7 +156,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: could not write", args.output.display()))?;
             let report = summary.finish();
             if let Some(path) = &args.summary {
-                let json = serde_json::to_vec_pretty(&report)?;
+                let json = serde_json::to_vec_pretty(&with_provenance(&report, &prov)?)?;
                 write_atomic(path, &json)
                     .with_context(|| format!("{}: could not write", path.display()))?;
             }
@@ -184,8 +196,11 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 "mean_entropy": sum_entropy / nf,
             });
             if let Some(path) = &args.summary {
-                write_atomic(path, &serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("{}: could not write", path.display()))?;
+                write_atomic(
+                    path,
+                    &serde_json::to_vec_pretty(&with_provenance(&report, &prov)?)?,
+                )
+                .with_context(|| format!("{}: could not write", path.display()))?;
             }
             if !args.quiet {
                 eprintln!(

@@ -628,3 +628,151 @@ fn logs_are_plain_off_a_terminal() {
         assert!(!err.contains('\u{1b}'), "no escapes: {err:?}");
     }
 }
+
+/// `path`'s size and the first 16 hex digits of its SHA-256.
+fn size_and_hash(path: &str) -> (u64, String) {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (bytes.len() as u64, hex[..16].to_string())
+}
+
+/// The eval summary, the intervene JSON, the analyze JSON and report footer
+/// and the score summary name what made them.
+#[test]
+fn every_json_output_carries_its_provenance() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let data = arith(dir.path(), "2");
+    let file = |name: &str| p(&dir.path().join(name)).to_string();
+    let (base_size, base_hash) = size_and_hash(&base);
+    let (lora_size, lora_hash) = size_and_hash(&lora);
+    let (data_size, data_hash) = size_and_hash(&data);
+    let check = |v: &serde_json::Value, command: &str, decodes: bool| {
+        let pv = &v["provenance"];
+        assert_eq!(pv["command"], command, "{pv}");
+        assert_eq!(pv["dlogp_version"], env!("CARGO_PKG_VERSION"));
+        let features = pv["features"].as_array().unwrap();
+        assert_eq!(
+            features.contains(&serde_json::json!("serve")),
+            cfg!(feature = "serve"),
+            "{pv}"
+        );
+        assert_eq!(pv["base"]["path"], base.as_str());
+        assert_eq!(pv["base"]["bytes"], base_size);
+        assert_eq!(pv["base"]["sha256"], base_hash.as_str());
+        assert_eq!(pv["base"]["architecture"], "llama");
+        assert_eq!(pv["adapter"]["path"], lora.as_str());
+        assert_eq!(pv["adapter"]["bytes"], lora_size);
+        assert_eq!(pv["adapter"]["sha256"], lora_hash.as_str());
+        assert_eq!(pv["lora_scale"], 0.5);
+        if decodes {
+            assert_eq!(pv["data"]["path"], data.as_str());
+            assert_eq!(pv["data"]["bytes"], data_size);
+            assert_eq!(pv["data"]["sha256"], data_hash.as_str());
+            assert_eq!(pv["seed"], 9);
+            assert_eq!(pv["decode"]["criterion"], "kl");
+            assert_eq!(pv["decode"]["tau"], 0.25);
+            assert_eq!(pv["decode"]["sampling"]["top_k"], 5);
+            assert_eq!(pv["settings"]["max_tokens"], 4);
+            assert!(
+                pv["template"].as_str().unwrap().contains("{question}"),
+                "{pv}"
+            );
+        }
+    };
+    let decode = [
+        "-m",
+        base.as_str(),
+        "--lora-scaled",
+        lora.as_str(),
+        "0.5",
+        "-d",
+        data.as_str(),
+        "-n",
+        "4",
+        "-s",
+        "9",
+        "--criterion",
+        "kl",
+        "--tau",
+        "0.25",
+        "--top-k",
+        "5",
+        "-t",
+        "1",
+        "-q",
+    ];
+    let summary = file("summary.json");
+    ok(&[&["eval", "-k", "1", "--summary", &summary][..], &decode].concat());
+    check(&read_json(&summary), "eval", true);
+
+    let sweep = file("sweep.json");
+    ok(&[
+        &[
+            "intervene",
+            "--taus",
+            "0.5",
+            "--criteria",
+            "kl",
+            "-k",
+            "1",
+            "--json",
+            &sweep,
+        ][..],
+        &decode,
+    ]
+    .concat());
+    check(&read_json(&sweep), "intervene", true);
+
+    let (analysis, report) = (file("analysis.json"), file("report.md"));
+    ok(&[
+        &["analyze", "--json", &analysis, "--report", &report][..],
+        &decode,
+    ]
+    .concat());
+    check(&read_json(&analysis), "analyze", true);
+    let md = std::fs::read_to_string(&report).unwrap();
+    let footer = &md[md.find("## Provenance").expect("a provenance footer")..];
+    for needle in [
+        format!("base: {base} ({base_size} bytes, sha256 {base_hash}…, llama)"),
+        format!("RL adapter: {lora} ({lora_size} bytes, sha256 {lora_hash}…, llama)"),
+        "LoRA scale: 0.5".to_string(),
+        "seed: 9".to_string(),
+        "criterion kl, τ 0.25".to_string(),
+    ] {
+        assert!(footer.contains(&needle), "{needle} in {footer}");
+    }
+
+    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let scored = file("score.json");
+    ok(&[
+        "score",
+        "-m",
+        &base,
+        "--lora-scaled",
+        &lora,
+        "0.5",
+        "-i",
+        p(&rows),
+        "-o",
+        &file("t.jsonl"),
+        "--summary",
+        &scored,
+        "-q",
+    ]);
+    let v = read_json(&scored);
+    check(&v, "score", false);
+    assert_eq!(v["provenance"]["data"]["path"], p(&rows));
+    assert!(
+        v["n_tokens"].as_u64().unwrap() > 0,
+        "the summary is still there: {v}"
+    );
+}
+
+fn read_json(path: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}

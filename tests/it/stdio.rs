@@ -256,7 +256,17 @@ fn analyze_reads_score_files_from_stdin_and_writes_to_stdout() {
         &["analyze", "--rl-generated", "-", "--json", "-", "-q"],
         &read(&scores),
     );
-    assert_eq!(out.stdout, read(&json));
+    let (mut by_stdin, mut by_file): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        serde_json::from_slice(&read(&json)).unwrap(),
+    );
+    let source =
+        |v: &serde_json::Value| v["provenance"]["settings"]["rl_generated"]["path"].clone();
+    assert_eq!(source(&by_stdin), "<stdin>");
+    assert_eq!(source(&by_file), scores.as_str());
+    by_stdin["provenance"] = serde_json::Value::Null;
+    by_file["provenance"] = serde_json::Value::Null;
+    assert_eq!(by_stdin, by_file);
     let out = ok(&["analyze", "--rl-generated", &scores, "--report", "-", "-q"]);
     let html = String::from_utf8(out.stdout).unwrap();
     assert!(
