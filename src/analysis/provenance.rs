@@ -144,6 +144,14 @@ pub struct Provenance {
     pub features: Vec<String>,
     /// The command that produced the output (`eval`, `score`, ...).
     pub command: String,
+    /// llama.cpp's system info line (CPU features, build options) where
+    /// models were loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llama_cpp: Option<String>,
+    /// Whether llama.cpp's batch-dependent llamafile GEMM was on (then
+    /// speculative decoding is not exact and results depend on batching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llamafile_gemm: Option<bool>,
     pub base: Option<FileInfo>,
     /// The RL model, when it is a second GGUF.
     pub rl: Option<FileInfo>,
@@ -170,6 +178,8 @@ impl Provenance {
             dlogp_version: env!("CARGO_PKG_VERSION").to_string(),
             features: build_features(),
             command: command.to_string(),
+            llama_cpp: None,
+            llamafile_gemm: None,
             base: None,
             rl: None,
             adapter: None,
@@ -194,6 +204,11 @@ impl Provenance {
                 self.features.join(", ")
             }
         )];
+        if self.llamafile_gemm == Some(true) {
+            out.push(
+                "llama.cpp built with the llamafile GEMM: results depend on batching".to_string(),
+            );
+        }
         let mut file = |what: &str, f: &Option<FileInfo>| {
             if let Some(f) = f {
                 out.push(format!("{what}: {}", f.line()));

@@ -337,6 +337,8 @@ impl PairArgs {
         prov.rl = info(&self.rl)?;
         prov.adapter = info(&self.rl_lora)?;
         prov.lora_scale = self.rl_lora.is_some().then_some(self.lora_scale);
+        prov.llama_cpp = Some(crate::runtime::system_info().trim().to_string());
+        prov.llamafile_gemm = Some(crate::runtime::llamafile_gemm());
         Ok(prov)
     }
 

@@ -123,6 +123,9 @@ where
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     announce_seed(&cli.command);
+    if loads_models(&cli.command) {
+        check_llama_build();
+    }
     match cli.command {
         Command::Score(mut args) => {
             args.pair = args.pair.resolve()?;
@@ -153,6 +156,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.pair = args.pair.resolve()?;
             serve::run(args)
         }
+    }
+}
+
+/// Whether `command` runs llama.cpp.
+fn loads_models(command: &Command) -> bool {
+    match command {
+        Command::Score(_)
+        | Command::Generate(_)
+        | Command::Eval(_)
+        | Command::Intervene(_)
+        | Command::Analyze(_) => true,
+        #[cfg(feature = "train")]
+        Command::Train(_) => true,
+        #[cfg(feature = "serve")]
+        Command::Serve(_) => true,
+        _ => false,
+    }
+}
+
+/// Say so when the llama.cpp this binary was built with has its llamafile
+/// GEMM on: `.cargo/config.toml` turns it off, but only for builds started
+/// inside the checkout (`cargo install` from elsewhere loses it).
+fn check_llama_build() {
+    tracing::debug!("llama.cpp: {}", crate::runtime::system_info().trim());
+    if crate::runtime::llamafile_gemm() {
+        tracing::warn!(
+            "this dlogp was built with llama.cpp's llamafile GEMM on (LLAMAFILE = 1 in its system info): a token's log-probs then depend on how many tokens are decoded with it (up to ~0.16 nats on SmolLM2), so speculative decoding (--draft > 1) no longer reproduces lockstep decoding exactly, and scores and samples depend on --sequences, --batch-size and --draft\nhint: rebuild with the checkout's settings: GGML_LLAMAFILE=OFF RUSTFLAGS=\"-C target-cpu=native\" cargo install --path . --locked (see README, Install)"
+        );
     }
 }
 

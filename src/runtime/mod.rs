@@ -12,7 +12,7 @@ mod session;
 
 use std::path::PathBuf;
 
-pub use backend::{backend, default_threads};
+pub use backend::{backend, default_threads, llamafile_gemm, system_info};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;

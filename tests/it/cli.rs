@@ -776,3 +776,34 @@ fn every_json_output_carries_its_provenance() {
 fn read_json(path: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// This checkout's build has llama.cpp's llamafile GEMM off: no warning at
+/// start-up, and the provenance says so with the system info line.
+#[test]
+fn the_checkout_build_is_batch_invariant_and_says_so() {
+    let (base, lora) = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let summary = dir.path().join("s.json");
+    let out = ok(&[
+        "score",
+        "-m",
+        &base,
+        "--lora",
+        &lora,
+        "-i",
+        p(&rows),
+        "-o",
+        "/dev/null",
+        "--summary",
+        p(&summary),
+    ]);
+    assert!(!stderr(&out).contains("llamafile GEMM"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["provenance"]["llamafile_gemm"], false);
+    let info = v["provenance"]["llama_cpp"].as_str().unwrap();
+    assert!(
+        info.starts_with("CPU :") && !info.contains("LLAMAFILE = 1"),
+        "{info}"
+    );
+}
