@@ -109,20 +109,25 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
     let threads = args.model.threads()?;
     let load = args.model.load_options();
-    let mut prov = args.pair.provenance("score")?;
-    prov.data = Some(
-        FileInfo::read(&args.input)
-            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", args.input.display()))?,
-    );
-    prov.settings = serde_json::json!({
-        "raw": args.raw,
-        "truncate": args.truncate,
-        "ctx_size": args.model.ctx_size,
-        "flash_attn": args.model.flash_attn.enabled(),
-    });
+    // after the models load, so a missing or bad file is named by the loader
+    let provenance = || -> anyhow::Result<crate::analysis::Provenance> {
+        let mut prov = args.pair.provenance("score")?;
+        prov.data = Some(
+            FileInfo::read(&args.input)
+                .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", args.input.display()))?,
+        );
+        prov.settings = serde_json::json!({
+            "raw": args.raw,
+            "truncate": args.truncate,
+            "ctx_size": args.model.ctx_size,
+            "flash_attn": args.model.flash_attn.enabled(),
+        });
+        Ok(prov)
+    };
     match args.pair.spec() {
         Some(spec) => {
             let pair = ModelPair::load(&spec, &load)?;
+            let prov = provenance()?;
             tracing::info!(
                 "scoring {} rows: base {} vs RL {}",
                 rows.len(),
@@ -166,6 +171,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
         None => {
             let model = Model::load(args.pair.base(), &load)?;
+            let prov = provenance()?;
             let options = score_options(&args, &model, threads)?;
             let sequences = sequences(&args, &model, &rows, &source_name, options.n_ctx)?;
             let mut scorer = Scorer::for_model(&model, options.fitted_to(&sequences))?;
