@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = dlogp::cli::Cli::parse();
+    let cli = dlogp::cli::Cli::parse_from(dlogp::cli::llama_argv(std::env::args_os()));
     dlogp::cli::init_logging(cli.verbose);
     match dlogp::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,6 +95,9 @@ pub struct Breakdown {
 /// The whole analysis (the JSON `dlogp analyze` writes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Analysis {
+    /// What produced the analysis (set by the caller; the report's footer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<super::Provenance>,
     pub sets: Vec<(String, usize)>,
     pub metrics: Vec<MetricReport>,
     pub top_positive: Vec<TokenInContext>,
@@ -247,6 +250,7 @@ pub fn analyze(sets: &[TokenSet], opts: &AnalysisOptions) -> Analysis {
         .collect();
 
     Analysis {
+        provenance: None,
         sets: sets
             .iter()
             .map(|s| (s.name.clone(), s.tokens.len()))
@@ -422,6 +426,10 @@ impl Analysis {
                 ]));
                 doc.push(Block::Table(probability_table(bins)));
             }
+        }
+        if let Some(p) = &self.provenance {
+            doc.push(Block::heading(2, "Provenance"));
+            doc.push(Block::Code(p.lines().join("\n")));
         }
         doc
     }

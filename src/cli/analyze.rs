@@ -10,15 +10,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{load_bench, DataArgs, SamplingArgs};
+use super::eval::{bench_provenance, load_bench, DataArgs, SamplingArgs};
 use crate::analysis::plot;
 use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
+use crate::analysis::{FileInfo, Provenance};
 use crate::decode::Mode;
 use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
-use crate::io::write_atomic;
+use crate::io::{is_std_stream, write_atomic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlotFormat {
@@ -28,25 +30,22 @@ pub enum PlotFormat {
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// `dlogp score` output on responses the base model generated.
+    /// `dlogp score` output on responses the base model generated (`-` for stdin).
     #[arg(long, value_name = "JSONL")]
     pub base_generated: Option<PathBuf>,
-    /// `dlogp score` output on responses the RL model generated.
+    /// `dlogp score` output on responses the RL model generated (`-` for stdin).
     #[arg(long, value_name = "JSONL")]
     pub rl_generated: Option<PathBuf>,
-    /// Instead of score files: the base model; with --rl/--rl-lora and --data,
-    /// analyze generates with each model, scores both sets and analyzes them.
-    #[arg(long, value_name = "GGUF")]
-    pub base: Option<PathBuf>,
-    #[arg(long, value_name = "GGUF", conflicts_with = "rl_lora")]
-    pub rl: Option<PathBuf>,
-    #[arg(long, value_name = "GGUF")]
-    pub rl_lora: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0)]
-    pub lora_scale: f32,
-    /// Problems to generate from (JSONL; with --base).
+    /// Instead of score files, a pair: analyze generates with each model,
+    /// scores both sets and analyzes them (without score files or --base:
+    /// the default pair).
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Problems to generate from (JSONL, `-` for stdin; default: --limit
+    /// seeded arithmetic problems, as `dlogp tasks arith --seed 0`).
     #[arg(long, short = 'd', value_name = "JSONL")]
     pub data: Option<PathBuf>,
+    /// Field layout of --data (as in `dlogp eval`).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Use only the first N problems.
@@ -56,10 +55,10 @@ pub struct AnalyzeArgs {
     #[arg(long, short = 'k', default_value_t = 1)]
     pub k: usize,
     /// The report: .html (self-contained, inline SVG) or .md (plots written
-    /// beside it in REPORT_plots/).
+    /// beside it in REPORT_plots/); `-`: HTML on stdout.
     #[arg(long, short = 'r', value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// All numbers as JSON.
+    /// All numbers as JSON (`-` for stdout).
     #[arg(long, value_name = "JSON")]
     pub json: Option<PathBuf>,
     /// Also write each histogram to this directory.
@@ -82,6 +81,7 @@ pub struct AnalyzeArgs {
     pub large: f64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// No progress or summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
@@ -89,6 +89,12 @@ pub struct AnalyzeArgs {
 }
 
 fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
+    if is_std_stream(path) {
+        return Ok(TokenSet {
+            name: name.to_string(),
+            tokens: read_scores(std::io::stdin().lock(), "<stdin>")?,
+        });
+    }
     let source = path.display().to_string();
     let file =
         File::open(path).with_context(|| format!("{source}: could not open the score file"))?;
@@ -99,21 +105,18 @@ fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
 }
 
 /// Generate with the base and with the RL model, score both sets on the pair.
-fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<TokenSet>> {
-    let Some(data) = &args.data else {
-        anyhow::bail!("--base needs --data: the problems to generate responses for");
-    };
-    if args.rl.is_none() && args.rl_lora.is_none() {
-        anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
+fn generate_and_score(
+    args: &AnalyzeArgs,
+    pair_args: &PairArgs,
+) -> anyhow::Result<(Vec<TokenSet>, Provenance)> {
+    if pair_args.spec().is_none() {
+        anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --lora FILE");
     }
-    let pair_args = PairArgs {
-        base: Some(base.to_path_buf()),
-        rl: args.rl.clone(),
-        rl_lora: args.rl_lora.clone(),
-        lora_scale: args.lora_scale,
-    };
     let data_args = DataArgs {
-        data: data.clone(),
+        data: args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(GENERATED)),
         preset: args.preset,
         question_field: None,
         answer_field: None,
@@ -121,26 +124,59 @@ fn generate_and_score(args: &AnalyzeArgs, base: &Path) -> anyhow::Result<Vec<Tok
         template: DEFAULT_PROMPT_TEMPLATE.to_string(),
         last_number: false,
         raw: false,
+        tasks: args
+            .data
+            .is_none()
+            .then(|| crate::eval::tasks::arith(args.limit, 0, None)),
     };
-    let bench = load_bench(&pair_args, &data_args, &args.sampling, &args.model, args.k)?;
+    let bench = load_bench(pair_args, &data_args, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "analyze",
+        pair_args,
+        &data_args,
+        &args.sampling,
+        serde_json::json!({"k": args.k}),
+    )?;
     let mut sets = Vec::new();
     for (mode, name) in [(Mode::Base, "base-generated"), (Mode::Rl, "RL-generated")] {
+        let n = bench.tasks.len() * bench.k;
+        let bar = progress_bar(name, n, args.quiet);
+        let tokens = bench.score_records_with(args.sampling.defaults(mode)?, |_| bar.inc(1))?;
+        bar.finish_and_clear();
         if !args.quiet {
             eprintln!(
-                "{name}: generating and scoring {} responses",
-                bench.tasks.len() * bench.k
+                "{name}: {n} responses generated and scored, {} tokens",
+                tokens.len()
             );
         }
         sets.push(TokenSet {
             name: name.to_string(),
-            tokens: bench.score_records(args.sampling.defaults(mode)?)?,
+            tokens,
         });
     }
-    Ok(sets)
+    Ok((sets, prov))
+}
+
+/// What `--data` stands for when analyze generates its own problems.
+const GENERATED: &str = "arith (generated: dlogp tasks arith --seed 0)";
+
+fn progress_bar(name: &str, total: usize, quiet: bool) -> ProgressBar {
+    if quiet || total == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:.bold} [{bar:30}] {pos}/{len} responses ({elapsed}, eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_string());
+    bar
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let report_kind = match &args.report {
+        Some(p) if is_std_stream(p) => Some(true),
         Some(p) => match p
             .extension()
             .and_then(|e| e.to_str())
@@ -156,18 +192,49 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     if args.report.is_none() && args.json.is_none() && args.plots.is_none() {
         anyhow::bail!("nothing to write\nhint: pass --report report.html, --json analysis.json or --plots DIR");
     }
+    super::stdio::one_stdout(&[
+        ("--report", args.report.as_deref()),
+        ("--json", args.json.as_deref()),
+    ])?;
+    super::stdio::one_stdin(&[
+        ("--base-generated", args.base_generated.as_deref()),
+        ("--rl-generated", args.rl_generated.as_deref()),
+        ("--data", args.data.as_deref()),
+    ])?;
+    if args.plots.as_deref().is_some_and(is_std_stream) {
+        anyhow::bail!("--plots needs a directory, not `-`\nhint: --report - writes the HTML report, plots inline, to stdout");
+    }
     if args.bins == 0 {
         anyhow::bail!("invalid --bins: must be at least 1");
     }
-    let sets = match (&args.base, &args.base_generated, &args.rl_generated) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+    let models_given = args.pair.base.is_some()
+        || args.pair.rl.is_some()
+        || args.pair.rl_lora.is_some()
+        || args.pair.lora_scaled.is_some()
+        || args.data.is_some();
+    let files_given = args.base_generated.is_some() || args.rl_generated.is_some();
+    let sets = match (&args.base_generated, &args.rl_generated) {
+        _ if models_given && files_given => {
             anyhow::bail!("give score files (--base-generated/--rl-generated) or models (--base ... --data), not both")
         }
-        (Some(base), None, None) => generate_and_score(&args, base)?,
-        (None, None, None) => anyhow::bail!(
-            "nothing to analyze\nhint: pass --base-generated and/or --rl-generated (outputs of `dlogp score`), or --base, --rl-lora and --data"
-        ),
-        (None, b, r) => {
+        (None, None) => {
+            let pair = args.pair.clone().resolve()?;
+            generate_and_score(&args, &pair)?
+        }
+        (b, r) => {
+            let mut prov = Provenance::new("analyze");
+            let info = |p: &Option<PathBuf>| -> anyhow::Result<Option<FileInfo>> {
+                p.as_deref()
+                    .map(|p| {
+                        FileInfo::read(p)
+                            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", p.display()))
+                    })
+                    .transpose()
+            };
+            prov.settings = serde_json::json!({
+                "base_generated": info(b)?,
+                "rl_generated": info(r)?,
+            });
             let mut sets = Vec::new();
             if let Some(p) = b {
                 sets.push(read_set(p, "base-generated")?);
@@ -175,9 +242,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             if let Some(p) = r {
                 sets.push(read_set(p, "RL-generated")?);
             }
-            sets
+            (sets, prov)
         }
     };
+    let (sets, mut prov) = sets;
     let options = AnalysisOptions {
         bins: args.bins,
         top: args.top,
@@ -185,22 +253,40 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         large_threshold: args.large,
         ..AnalysisOptions::default()
     };
-    let analysis = analyze(&sets, &options);
+    let mut analysis = analyze(&sets, &options);
+    if let Some(s) = prov.settings.as_object_mut() {
+        s.extend([
+            ("bins".to_string(), args.bins.into()),
+            ("top".to_string(), args.top.into()),
+            ("context".to_string(), args.context.into()),
+            ("large".to_string(), args.large.into()),
+        ]);
+    } else {
+        prov.settings = serde_json::json!({
+            "bins": args.bins, "top": args.top, "context": args.context, "large": args.large,
+        });
+    }
+    analysis.provenance = Some(prov);
     let ext = match args.plot_format {
         PlotFormat::Svg => "svg",
         PlotFormat::Png => "png",
     };
+    // what was written, said at the end
+    let mut wrote: Vec<String> = Vec::new();
     if let Some(dir) = &args.plots {
         if !plot::ENABLED {
             return Err(plot::PlotError::Disabled.into());
         }
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
+        let mut n = 0;
         for m in Metric::ALL {
             if let Some(p) = analysis.histogram_plot(m) {
                 p.save(&dir.join(format!("{m}.{ext}")))?;
+                n += 1;
             }
         }
+        wrote.push(format!("{} ({n} plots)", dir.display()));
     }
     if let (Some(path), Some(html)) = (&args.report, report_kind) {
         let text = if html {
@@ -229,15 +315,22 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                     links.insert(m, format!("{dir_name}/{m}.{ext}"));
                 }
             }
+            wrote.push(format!("{} ({} plots)", dir.display(), links.len()));
             analysis.to_markdown(&links)
         };
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
+        if !is_std_stream(path) {
+            wrote.insert(0, format!("{} (report)", path.display()));
+        }
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&analysis)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
+        if !is_std_stream(path) {
+            wrote.push(format!("{} (JSON)", path.display()));
+        }
     }
     if !args.quiet {
         let d = &analysis.metrics[0];
@@ -257,6 +350,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 100.0 * above(0.1),
                 100.0 * above(1.0)
             );
+        }
+        for w in &wrote {
+            eprintln!("wrote {w}");
         }
     }
     Ok(())

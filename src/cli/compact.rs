@@ -19,10 +19,10 @@ pub enum StorageArg {
 
 #[derive(Debug, Args)]
 pub struct LoraCompactArgs {
-    /// The adapter to compact (GGUF LoRA, F32 or F16).
+    /// The adapter to compact (GGUF LoRA, F32 or F16; `-` for stdin).
     #[arg(long, value_name = "GGUF")]
     pub lora: PathBuf,
-    /// Where to write the compacted adapter.
+    /// Where to write the compacted adapter (`-` for stdout).
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
     /// Rank of the result (default: the adapter's own rank, i.e. only
@@ -36,11 +36,17 @@ pub struct LoraCompactArgs {
 }
 
 pub fn run(args: LoraCompactArgs) -> anyhow::Result<()> {
-    if !args.lora.exists() {
+    let stdin = crate::io::is_std_stream(&args.lora);
+    if !stdin && !args.lora.exists() {
         anyhow::bail!("{}: no such file", args.lora.display());
     }
     crate::io::ensure_distinct(&[&args.out], &[&args.lora])?;
-    let adapter = LoraAdapter::read(&args.lora)?;
+    let adapter = if stdin {
+        let tmp = super::stdio::spool_stdin()?;
+        LoraAdapter::read(&tmp).map_err(|e| super::stdio::as_stdin(e, &tmp))?
+    } else {
+        LoraAdapter::read(&args.lora)?
+    };
     let source_rank = adapter.tensors.iter().map(|t| t.rank).max().unwrap_or(0);
     let rank = args.rank.unwrap_or(source_rank);
     if rank == 0 {

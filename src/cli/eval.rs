@@ -12,7 +12,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::args::{DecodeArgs, ModelArgs, PairArgs};
+use super::args::{parse_seed, DecodeArgs, ModelArgs, PairArgs, Seed};
+use crate::analysis::{DecodeSettings, FileInfo, Provenance};
 use crate::decode::{DecodeConfig, EngineOptions, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
@@ -24,7 +25,7 @@ use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 /// The dataset and how problems become prompts and answers are graded.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// The problems (JSONL).
+    /// The problems (JSONL; `-` for stdin).
     #[arg(long, short = 'd', value_name = "JSONL")]
     pub data: PathBuf,
     /// Field layout: gsm8k (question/answer after ####), math (problem/answer),
@@ -49,11 +50,23 @@ pub struct DataArgs {
     /// Use prompts as written instead of rendering the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Problems made in memory instead of read from --data (analyze's
+    /// default), which then only names them.
+    #[arg(skip)]
+    pub tasks: Option<Vec<Task>>,
 }
 
 impl DataArgs {
     pub fn load(&self) -> anyhow::Result<Vec<Task>> {
         check_template(&self.template)?;
+        if self.limit == Some(0) {
+            anyhow::bail!("invalid --limit: must be at least 1");
+        }
+        if let Some(tasks) = &self.tasks {
+            let mut tasks = tasks.clone();
+            tasks.truncate(self.limit.unwrap_or(usize::MAX));
+            return Ok(tasks);
+        }
         let mut spec: DatasetSpec = self.preset.unwrap_or(Preset::Arith).into();
         if let Some(q) = &self.question_field {
             spec.question_field = q.clone();
@@ -103,14 +116,21 @@ pub struct SamplingArgs {
     /// Defaults of every configuration (names in --modes override them).
     #[command(flatten)]
     pub decode: DecodeArgs,
-    /// Tokens per response at most.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per response at most (`-n/--n-predict` as in llama.cpp).
+    #[arg(
+        long,
+        short = 'n',
+        visible_alias = "n-predict",
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
     pub max_tokens: usize,
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of every random draw (-1: a random seed, announced on stderr).
+    #[arg(long, short = 's', value_parser = parse_seed, default_value = "0", allow_negative_numbers = true)]
+    pub seed: Seed,
     /// Draft length K for speculative gating (1: lockstep). Default: 4 when
     /// several sequences are decoded side by side, else 1.
     #[arg(long)]
@@ -141,7 +161,7 @@ impl SamplingArgs {
                 i + 1
             );
         }
-        self.decode.resolve(mode, self.seed)
+        self.decode.resolve(mode, self.seed.value)
     }
 }
 
@@ -155,17 +175,18 @@ pub struct EvalArgs {
     /// extrapolate, global) with optional overrides, e.g.
     /// `base,rl,extrapolate,extrapolate:gamma=0.2:tau=-0.5,replace:criterion=kl:tau=0.1`.
     /// Default: base,rl,extrapolate with an RL model, base without.
-    #[arg(long, short = 'm')]
+    #[arg(long)]
     pub modes: Option<String>,
     /// Samples per problem (Avg@k and Pass@k use all k).
     #[arg(long, short = 'k', default_value_t = 4)]
     pub k: usize,
     /// Per-sample JSONL rows {"id", "sample", "config", "response", "extracted",
     /// "correct", "replacement_ratio", "n_tokens", "finish"}. Progress goes to
-    /// OUTPUT.partial, from which an interrupted run resumes.
+    /// OUTPUT.partial, from which an interrupted run resumes (`-`: stdout, no
+    /// journal; the table then goes to stderr).
     #[arg(long, short = 'o', value_name = "JSONL")]
     pub output: Option<PathBuf>,
-    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}.
+    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}; `-` for stdout.
     #[arg(long, value_name = "JSON")]
     pub summary: Option<PathBuf>,
     /// Discard OUTPUT.partial from an earlier run instead of resuming it.
@@ -216,7 +237,7 @@ pub fn load_bench(
         "raw": data.raw,
         "extraction": data.grader().methods,
         "k": k,
-        "seed": sampling.seed,
+        "seed": sampling.seed.value,
         "criterion": d.gate().criterion(),
         "tau": d.gate().tau(),
         "gamma": d.gamma(),
@@ -245,6 +266,60 @@ pub fn load_bench(
         defaults,
         settings,
     })?)
+}
+
+/// The provenance of a bench's outputs: the pair, the dataset, template,
+/// seed and decoding defaults, and `extra` settings of the command. How the
+/// work is scheduled (--sequences, --draft, --threads) is left out: it never
+/// changes a result (ARCHITECTURE.md, "Batching never changes results").
+pub fn bench_provenance(
+    command: &str,
+    pair: &PairArgs,
+    data: &DataArgs,
+    sampling: &SamplingArgs,
+    extra: serde_json::Value,
+) -> anyhow::Result<Provenance> {
+    let mut prov = pair.provenance(command)?;
+    prov.data = Some(if data.tasks.is_some() {
+        FileInfo::named(data.source_name())
+    } else {
+        FileInfo::read(&data.data)
+            .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", data.data.display()))?
+    });
+    prov.template = Some(data.template.clone());
+    prov.seed = Some(sampling.seed.value);
+    let mut decode = DecodeSettings::from(&sampling.defaults(Mode::Base)?);
+    decode.mode = None;
+    prov.decode = Some(decode);
+    let mut settings = json!({
+        "max_tokens": sampling.max_tokens,
+        "stop": sampling.stop,
+        "raw": data.raw,
+        "extraction": data.grader().methods,
+        "limit": data.limit,
+        "preset": data.preset,
+    });
+    if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    prov.settings = settings;
+    Ok(prov)
+}
+
+/// `value` (a JSON object) with a `"provenance"` key added.
+pub fn with_provenance(
+    value: &impl serde::Serialize,
+    prov: &Provenance,
+) -> anyhow::Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("provenance".to_string(), serde_json::to_value(prov)?);
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(m) => out.extend(m),
+        other => {
+            out.insert("result".to_string(), other);
+        }
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 /// Shows a bench's progress on stderr: a bar per run, a line when resuming
@@ -293,13 +368,19 @@ fn progress_bar(total: usize, quiet: bool) -> ProgressBar {
     bar
 }
 
-/// The journal beside `--output`: `None` without one; an error for stdout.
+/// The journal beside `--output`: `None` without one, and for stdout (`-`:
+/// rows go to stdout at the end, and an interrupted run starts afresh).
 pub fn journal_for(output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    match output {
-        Some(o) if o.as_os_str() == "-" => {
-            anyhow::bail!("--output needs a file (the run journals its progress beside it)")
-        }
-        o => Ok(o.map(Journal::path_for)),
+    Ok(output.filter(|o| !is_std_stream(o)).map(Journal::path_for))
+}
+
+/// Print a result table: on stdout, or on stderr when an output already
+/// goes to stdout (and then not at all with `quiet`).
+pub fn print_table(table: &str, stdout_taken: bool, quiet: bool) {
+    if !stdout_taken {
+        print!("{table}");
+    } else if !quiet {
+        eprint!("{table}");
     }
 }
 
@@ -351,7 +432,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     .flatten()
     .collect();
     check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
+    let stdout_taken = super::stdio::one_stdout(&[
+        ("--output", args.output.as_deref()),
+        ("--summary", args.summary.as_deref()),
+    ])?;
     let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "eval",
+        &args.pair,
+        &args.data,
+        &args.sampling,
+        json!({"k": args.k, "modes": args.modes}),
+    )?;
     let list = args.modes.clone().unwrap_or_else(|| {
         if bench.pair.is_some() {
             "base,rl,extrapolate".to_string()
@@ -371,12 +463,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         write_rows(path, &bench.ordered(&configs, &rows))?;
     }
     if let Some(path) = &args.summary {
-        let text = serde_json::to_string_pretty(&summary)? + "\n";
+        let text = serde_json::to_string_pretty(&with_provenance(&summary, &prov)?)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
     discard_journal(journal.as_deref())?;
-    print!("{}", markdown_table(&summary));
+    print_table(&markdown_table(&summary), stdout_taken, args.quiet);
     if !args.quiet {
         eprintln!(
             "{} problems × {} samples × {} configurations",

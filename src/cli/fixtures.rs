@@ -33,10 +33,10 @@ pub enum InitArg {
 
 #[derive(Debug, Args)]
 pub struct LoraInitArgs {
-    /// The model the adapter is for.
-    #[arg(long, value_name = "GGUF")]
+    /// The model the adapter is for (`-m/--model` as in llama.cpp).
+    #[arg(long, short = 'm', visible_alias = "model", value_name = "GGUF")]
     pub base: PathBuf,
-    /// Where to write the adapter.
+    /// Where to write the adapter (`-` for stdout).
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
     /// Projections to adapt (suffixes of blk.N.<target>.weight).
@@ -46,21 +46,25 @@ pub struct LoraInitArgs {
         default_value = "attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down"
     )]
     pub targets: Vec<String>,
+    /// LoRA rank r of every adapted projection.
     #[arg(long, default_value_t = 8)]
     pub rank: usize,
     /// LoRA alpha (effective scale = alpha / rank).
     #[arg(long)]
     pub alpha: Option<f32>,
+    /// How the factors start.
     #[arg(long, value_enum, default_value_t = InitArg::Random)]
     pub init: InitArg,
     /// Standard deviation of B for --init random (A uses 1/sqrt(n_in)).
     #[arg(long, default_value_t = 0.01)]
     pub std: f32,
+    /// Seed of the random factors.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
 pub fn run_lora_init(args: LoraInitArgs) -> anyhow::Result<()> {
+    super::stdio::model_file("--base", Some(&args.base))?;
     if !args.base.exists() {
         anyhow::bail!("{}: no such file", args.base.display());
     }

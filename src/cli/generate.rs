@@ -1,7 +1,7 @@
 //! `dlogp generate`: selective replace / extrapolation decoding.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -12,17 +12,31 @@ use serde_json::Value;
 use super::args::{ModelArgs, PairArgs};
 use super::eval::SamplingArgs;
 use crate::decode::{Engine, EngineOptions, Generation, Mode, Request};
-use crate::io::{ensure_distinct, read_rows_from, InputRow, Output, RowBody};
+use crate::io::{ensure_distinct, is_std_stream, read_rows_from, InputRow, Output, RowBody};
 use crate::runtime::{Model, ModelPair, PromptFormat};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub pair: PairArgs,
-    /// The prompt (a user turn, wrapped in the chat template unless --raw).
-    #[arg(conflicts_with = "input")]
+    /// The prompt (a user turn, wrapped in the chat template unless --raw);
+    /// `-` reads it from stdin.
+    #[arg(conflicts_with_all = ["input", "prompt_flag", "file"])]
     pub prompt: Option<String>,
-    /// Prompts (JSONL): {"id"?, "prompt"} or {"id"?, "messages": [...]}.
+    /// The prompt as a flag, as llama.cpp's `-p`; `-` reads it from stdin.
+    #[arg(
+        long = "prompt",
+        short = 'p',
+        value_name = "TEXT",
+        allow_hyphen_values = true,
+        conflicts_with_all = ["input", "file"]
+    )]
+    pub prompt_flag: Option<String>,
+    /// Read the prompt from this file (`-` for stdin), as llama.cpp's `-f`;
+    /// one trailing newline is dropped.
+    #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "input")]
+    pub file: Option<PathBuf>,
+    /// Prompts (JSONL): {"id"?, "prompt"} or {"id"?, "messages": [...]}; `-` for stdin.
     #[arg(long, short = 'i', value_name = "JSONL")]
     pub input: Option<PathBuf>,
     /// JSONL rows {"id", "sample", "text", "n_tokens", "replacement_ratio", "finish"};
@@ -30,14 +44,14 @@ pub struct GenerateArgs {
     #[arg(long, short = 'o', value_name = "JSONL", default_value = "-")]
     pub output: PathBuf,
     /// One JSONL row per generated token: {"id", "sample", "position", "proposed",
-    /// "chosen", "gate", "dlogp"}.
+    /// "chosen", "gate", "dlogp"}; `-` for stdout (then --output needs a file).
     #[arg(long, value_name = "JSONL")]
     pub trace: Option<PathBuf>,
     /// Decoding mode (default: extrapolate with an RL model, base without).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
-    /// Samples per prompt.
-    #[arg(long, short = 'n', default_value_t = 1)]
+    /// Samples per prompt (`-n` is --n-predict, as in llama.cpp).
+    #[arg(long, default_value_t = 1)]
     pub samples: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -73,45 +87,53 @@ struct TraceRow<'a> {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    super::stdio::one_stdout(&[
+        ("--output", Some(&args.output)),
+        ("--trace", args.trace.as_deref()),
+    ])?;
     let mut outputs = vec![args.output.as_path()];
     outputs.extend(args.trace.as_deref());
-    let extra: Vec<&std::path::Path> = args.input.as_deref().into_iter().collect();
+    let extra: Vec<&Path> = args
+        .input
+        .as_deref()
+        .into_iter()
+        .chain(args.file.as_deref())
+        .collect();
     ensure_distinct(&outputs, &args.pair.inputs_and(&extra))?;
     if args.samples == 0 {
         anyhow::bail!("invalid --samples: must be at least 1");
     }
-    let (rows, source_name): (Vec<InputRow>, String) = match (&args.prompt, &args.input) {
-        (Some(p), None) => {
-            // `-`: the prompt is stdin, whole
+    let prompt = args.prompt.as_ref().or(args.prompt_flag.as_ref());
+    let one_prompt = prompt.is_some() || args.file.is_some();
+    let (rows, source_name): (Vec<InputRow>, String) = match (prompt, &args.file, &args.input) {
+        (Some(p), None, None) => {
             let (prompt, name) = if p == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
-                    .context("<stdin>: could not read the prompt (is it UTF-8?)")?;
-                let text = text.strip_suffix('\n').unwrap_or(&text);
-                let text = text.strip_suffix('\r').unwrap_or(text).to_string();
-                (text, "<stdin>")
+                (read_prompt_from(Path::new("-"))?, "<stdin>".to_string())
             } else {
-                (p.clone(), "the prompt")
+                (p.clone(), "the prompt".to_string())
             };
-            let row = InputRow {
-                id: Value::from(1),
-                line: 1,
-                body: RowBody::Completion {
-                    prompt,
-                    response: None,
-                },
-            };
-            (vec![row], name.to_string())
+            (vec![prompt_row(prompt)], name)
         }
-        (None, Some(path)) => {
-            let name = if path.as_os_str() == "-" {
+        (None, Some(path), None) => {
+            let name = if is_std_stream(path) {
+                "<stdin>".to_string()
+            } else {
+                path.display().to_string()
+            };
+            (vec![prompt_row(read_prompt_from(path)?)], name)
+        }
+        (None, None, Some(path)) => {
+            let name = if is_std_stream(path) {
                 "<stdin>".to_string()
             } else {
                 path.display().to_string()
             };
             (read_rows_from(path)?, name)
         }
-        _ => anyhow::bail!("give a prompt, or --input FILE\nhint: dlogp generate --base model.gguf \"What is 2 + 3?\""),
+        (Some(_), Some(_), _) => {
+            anyhow::bail!("give the prompt as text or as --file FILE, not both")
+        }
+        _ => anyhow::bail!("give a prompt (TEXT, -p TEXT or -f FILE), or --input FILE\nhint: dlogp generate --base model.gguf \"What is 2 + 3?\""),
     };
     let spec = args.pair.spec();
     let mode = args.mode.unwrap_or(if spec.is_some() {
@@ -144,7 +166,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let n_ctx = args.model.ctx_size(model.n_ctx_train())?;
     let mut requests = Vec::with_capacity(rows.len() * args.samples);
     for (i, row) in rows.iter().enumerate() {
-        let label = if args.prompt.is_some() {
+        let label = if one_prompt {
             source_name.clone()
         } else {
             format!("{source_name}:{} (id {})", row.line, row.id)
@@ -179,7 +201,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         None => Engine::for_model(model, cfg, opts)?,
     };
 
-    let stream = args.prompt.is_some() && args.samples == 1 && args.output.as_os_str() == "-";
+    let stream = one_prompt && args.samples == 1 && args.output.as_os_str() == "-";
     let mut out = if stream {
         None
     } else {
@@ -308,4 +330,37 @@ fn write_generation(
 fn println_stdout(stdout: &mut std::io::Stdout) -> std::io::Result<()> {
     stdout.write_all(b"\n")?;
     stdout.flush()
+}
+
+/// A single prompt as an input row.
+fn prompt_row(prompt: String) -> InputRow {
+    InputRow {
+        id: Value::from(1),
+        line: 1,
+        body: RowBody::Completion {
+            prompt,
+            response: None,
+        },
+    }
+}
+
+/// The whole of a prompt file (`-`: stdin), less one trailing newline.
+fn read_prompt_from(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if is_std_stream(path) {
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+            .context("<stdin>: could not read the prompt (is it UTF-8?)")?;
+    } else {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: could not read the prompt file", path.display()))?;
+        text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the prompt file is not UTF-8 (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+    }
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
 }

@@ -5,33 +5,74 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::gguf::{FileKind, GgufFile, Inspection, Problem, Subject};
+use crate::gguf::{
+    block_ranges, value_json, value_summary, FileKind, GgufFile, Inspection, Problem, Subject,
+};
 use crate::io::Output;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A GGUF model or LoRA adapter.
+    /// A GGUF model or LoRA adapter (`-`: read from stdin).
     pub file: PathBuf,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text: every metadata value complete.
     #[arg(long)]
     pub json: bool,
+    /// List every tensor (name, type, shape) instead of a summary, and an
+    /// adapter's targets one per line instead of by projection.
+    #[arg(long)]
+    pub tensors: bool,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if crate::io::is_std_stream(&args.file) {
+        let tmp = super::stdio::spool_stdin()?;
+        let file = GgufFile::open(&tmp).map_err(|e| super::stdio::as_stdin(e, &tmp))?;
+        return show(&args, &file, std::path::Path::new("<stdin>"));
+    }
     if !args.file.exists() {
         anyhow::bail!("{}: no such file", args.file.display());
     }
     let file = GgufFile::open(&args.file)?;
-    let info = Inspection::from_file(&file);
-    let found = crate::gguf::problems(&file);
+    show(&args, &file, &args.file)
+}
+
+/// Print `file` (read from `name`) and fail if llama.cpp would abort on it.
+fn show(args: &InspectArgs, file: &GgufFile, name: &std::path::Path) -> anyhow::Result<()> {
+    let info = Inspection::from_file(file);
+    let found = crate::gguf::problems(file);
     let text = if args.json {
-        let mut v = to_json(&args.file, &info);
+        let mut v = to_json(name, &info);
+        v["metadata"] = Value::Object(
+            info.metadata
+                .iter()
+                .map(|(k, val)| (k.clone(), value_json(val)))
+                .collect(),
+        );
+        if args.tensors {
+            v["tensors"] = Value::Array(
+                file.tensors
+                    .iter()
+                    .map(|t| json!({"name": t.name, "type": t.ggml_type.name(), "dims": t.dims}))
+                    .collect(),
+            );
+        }
         v["problems"] = problems_json(&found);
         let mut s = serde_json::to_string_pretty(&v)?;
         s.push('\n');
         s
     } else {
-        let mut s = to_text(&args.file, &info);
+        let mut s = to_text(name, &info, args.tensors);
+        if args.tensors {
+            s.push_str(&format!("tensors ({}):\n", file.tensors.len()));
+            for t in &file.tensors {
+                s.push_str(&format!(
+                    "  {:<40} {:<6} {:?}\n",
+                    t.name,
+                    t.ggml_type.name(),
+                    t.dims
+                ));
+            }
+        }
         s.push_str(&problems_text(&found));
         s
     };
@@ -39,7 +80,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     std::io::Write::write_all(&mut out, text.as_bytes())?;
     out.commit()?;
     // A file llama.cpp would abort on is reported, then fails the command.
-    crate::gguf::validate::first_error(found, &args.file)?;
+    crate::gguf::validate::first_error(found, name)?;
     Ok(())
 }
 
@@ -129,7 +170,7 @@ fn to_json(path: &std::path::Path, info: &Inspection) -> Value {
     out
 }
 
-fn to_text(path: &std::path::Path, info: &Inspection) -> String {
+fn to_text(path: &std::path::Path, info: &Inspection, every_target: bool) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<34} {v}\n"));
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
@@ -178,11 +219,30 @@ fn to_text(path: &std::path::Path, info: &Inspection) -> String {
         );
         line(
             "lora targets",
-            format!("{} tensors", info.lora_targets.len()),
+            format!(
+                "{} tensors, {} projections",
+                info.lora_targets.len(),
+                info.lora_by_projection.len()
+            ),
         );
-        for t in &info.lora_targets {
-            s.push_str(&format!("  {t}\n"));
+        if every_target {
+            for t in &info.lora_targets {
+                s.push_str(&format!("  {t}\n"));
+            }
+        } else {
+            for (projection, blocks) in &info.lora_by_projection {
+                let layers = if blocks.is_empty() {
+                    "(not in a block)".to_string()
+                } else {
+                    format!("{} layers: {}", blocks.len(), block_ranges(blocks))
+                };
+                s.push_str(&format!("  {projection:<32} {layers}\n"));
+            }
         }
+    }
+    s.push_str(&format!("metadata ({} keys):\n", info.metadata.len()));
+    for (k, v) in &info.metadata {
+        s.push_str(&format!("  {k:<40} {}\n", value_summary(v)));
     }
     s
 }

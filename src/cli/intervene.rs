@@ -12,13 +12,13 @@ use clap::Args;
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{
-    check_outputs, discard_journal, journal_for, load_bench, progress, write_rows, DataArgs,
-    SamplingArgs,
+    bench_provenance, check_outputs, discard_journal, journal_for, load_bench, print_table,
+    progress, with_provenance, write_rows, DataArgs, SamplingArgs,
 };
 use crate::analysis::plot::check_plot_path;
 use crate::decode::Mode;
 use crate::eval::SweepPlan;
-use crate::io::{write_atomic, Output};
+use crate::io::{is_std_stream, write_atomic, Output};
 use crate::sampler::Criterion;
 
 #[derive(Debug, Args)]
@@ -45,17 +45,20 @@ pub struct InterveneArgs {
     /// Samples per problem.
     #[arg(long, short = 'k', default_value_t = 4)]
     pub k: usize,
-    /// One row per sweep point: criterion,tau,replacement_ratio,avg_at_k,pass_at_k,target_ratio.
+    /// One row per sweep point: criterion,tau,replacement_ratio,avg_at_k,pass_at_k,target_ratio
+    /// (`-` for stdout).
     #[arg(long, value_name = "CSV")]
     pub csv: Option<PathBuf>,
-    /// Everything as JSON: references, points, calibration.
+    /// Everything as JSON: references, points, calibration (`-` for stdout).
     #[arg(long, value_name = "JSON")]
     pub json: Option<PathBuf>,
-    /// Accuracy against replacement ratio, one line per criterion (.svg or .png).
+    /// Accuracy against replacement ratio, one line per criterion (.svg or
+    /// .png; `-`: SVG on stdout).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Per-sample JSONL rows (as `dlogp eval`); progress goes to
-    /// OUTPUT.partial, from which an interrupted sweep resumes.
+    /// OUTPUT.partial, from which an interrupted sweep resumes (`-`: stdout,
+    /// no journal).
     #[arg(long, short = 'o', value_name = "JSONL")]
     pub output: Option<PathBuf>,
     /// Discard OUTPUT.partial instead of resuming it.
@@ -117,7 +120,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
     if args.pair.spec().is_none() {
         anyhow::bail!("intervene needs an RL model\nhint: pass --rl FILE or --rl-lora FILE");
     }
-    if let Some(p) = &args.plot {
+    if let Some(p) = args.plot.as_deref().filter(|p| !is_std_stream(p)) {
         check_plot_path(p)?;
     }
     if args.criteria.is_empty() {
@@ -140,6 +143,12 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
     .flatten()
     .collect();
     check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
+    let stdout_taken = super::stdio::one_stdout(&[
+        ("--output", args.output.as_deref()),
+        ("--csv", args.csv.as_deref()),
+        ("--json", args.json.as_deref()),
+        ("--plot", args.plot.as_deref()),
+    ])?;
     let by_tau = !args.taus.is_empty();
     let taus = if by_tau {
         Some(parse_taus(&args.taus, &args.criteria)?)
@@ -147,6 +156,19 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
         None
     };
     let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "intervene",
+        &args.pair,
+        &args.data,
+        &args.sampling,
+        serde_json::json!({
+            "k": args.k,
+            "criteria": args.criteria,
+            "taus": args.taus,
+            "ratios": (!by_tau).then_some(&args.ratios),
+            "calibrate": args.calibrate,
+        }),
+    )?;
     let (taus, calibration) = match taus {
         Some(t) => (t, None),
         None => {
@@ -183,15 +205,19 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        sweep.plot().save(path)?;
+        if is_std_stream(path) {
+            write_atomic(path, sweep.plot().to_svg()?.as_bytes())?;
+        } else {
+            sweep.plot().save(path)?;
+        }
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&sweep)? + "\n";
+        let text = serde_json::to_string_pretty(&with_provenance(&sweep, &prov)?)? + "\n";
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
     }
     discard_journal(journal.as_deref())?;
-    print!("{}", sweep.markdown_table());
+    print_table(&sweep.markdown_table(), stdout_taken, args.quiet);
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod intervene;
 mod score;
 #[cfg(feature = "serve")]
 mod serve;
+mod stdio;
 mod tasks;
 #[cfg(feature = "train")]
 mod train;
@@ -66,8 +67,65 @@ pub enum Command {
     Fixtures(fixtures::FixturesArgs),
 }
 
+/// llama.cpp's multi-letter short flags, which clap cannot declare, and the
+/// long flags they stand for.
+pub const LLAMA_SHORT_FLAGS: [(&str, &str); 3] = [
+    ("-ngl", "--n-gpu-layers"),
+    ("-fa", "--flash-attn"),
+    ("-np", "--parallel"),
+];
+
+/// The command line with llama.cpp's multi-letter short flags (`-ngl 0`,
+/// `-fa`, `-np 4`, also written `-ngl=0`) rewritten to their long forms,
+/// so that `dlogp generate -m model.gguf -ngl 0 -fa off` reads as llama.cpp
+/// would. Nothing after a `--` is touched, nor the value of a flag that
+/// takes free text (`-p -fa` keeps `-fa` as the prompt).
+pub fn llama_argv<I, T>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    const TEXT_FLAGS: [&str; 6] = ["-p", "--prompt", "--stop", "--template", "--name", "--taus"];
+    let mut out = Vec::new();
+    let mut verbatim = false;
+    let mut value_next = false;
+    for arg in args {
+        let arg: std::ffi::OsString = arg.into();
+        let text = arg.to_str();
+        if verbatim || value_next {
+            value_next = false;
+            out.push(arg);
+            continue;
+        }
+        match text {
+            Some("--") => verbatim = true,
+            Some(t) if TEXT_FLAGS.contains(&t) => value_next = true,
+            Some(t) => {
+                let (flag, value) = match t.split_once('=') {
+                    Some((f, v)) => (f, Some(v)),
+                    None => (t, None),
+                };
+                if let Some((_, long)) = LLAMA_SHORT_FLAGS.iter().find(|(s, _)| *s == flag) {
+                    out.push(match value {
+                        Some(v) => format!("{long}={v}").into(),
+                        None => (*long).into(),
+                    });
+                    continue;
+                }
+            }
+            None => {}
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Run one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    announce_seed(&cli.command);
+    if loads_models(&cli.command) {
+        check_llama_build();
+    }
     match cli.command {
         Command::Score(mut args) => {
             args.pair = args.pair.resolve()?;
@@ -89,7 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tasks(args) => tasks::run(args),
         #[cfg(feature = "train")]
-        Command::Train(args) => train::run(*args),
+        Command::Train(args) => train::run(args.resolve()?),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::LoraCompact(args) => compact::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
@@ -98,6 +156,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.pair = args.pair.resolve()?;
             serve::run(args)
         }
+    }
+}
+
+/// Whether `command` runs llama.cpp.
+fn loads_models(command: &Command) -> bool {
+    match command {
+        Command::Score(_)
+        | Command::Generate(_)
+        | Command::Eval(_)
+        | Command::Intervene(_)
+        | Command::Analyze(_) => true,
+        #[cfg(feature = "train")]
+        Command::Train(_) => true,
+        #[cfg(feature = "serve")]
+        Command::Serve(_) => true,
+        _ => false,
+    }
+}
+
+/// Say so when the llama.cpp this binary was built with has its llamafile
+/// GEMM on: `.cargo/config.toml` turns it off, but only for builds started
+/// inside the checkout (`cargo install` from elsewhere loses it).
+fn check_llama_build() {
+    tracing::debug!("llama.cpp: {}", crate::runtime::system_info().trim());
+    if crate::runtime::llamafile_gemm() {
+        tracing::warn!(
+            "this dlogp was built with llama.cpp's llamafile GEMM on (LLAMAFILE = 1 in its system info): a token's log-probs then depend on how many tokens are decoded with it (up to ~0.16 nats on SmolLM2), so speculative decoding (--draft > 1) no longer reproduces lockstep decoding exactly, and scores and samples depend on --sequences, --batch-size and --draft\nhint: rebuild with the checkout's settings: GGML_LLAMAFILE=OFF RUSTFLAGS=\"-C target-cpu=native\" cargo install --path . --locked (see README, Install)"
+        );
+    }
+}
+
+/// Say which seed a `--seed -1` drew (once, before any work).
+fn announce_seed(command: &Command) {
+    match command {
+        Command::Generate(a) => a.sampling.seed.announce(),
+        Command::Eval(a) => a.sampling.seed.announce(),
+        Command::Intervene(a) => a.sampling.seed.announce(),
+        Command::Analyze(a) => a.sampling.seed.announce(),
+        #[cfg(feature = "train")]
+        Command::Train(a) => a.seed.announce(),
+        _ => {}
     }
 }
 
@@ -111,12 +210,23 @@ pub fn init_logging(verbose: u8) {
         _ => "debug,llama-cpp-2=debug",
     };
     let filter = EnvFilter::try_from_env("DLOGP_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+/// Whether logs are coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A write to a closed stdout (`dlogp … | head`) ends the run at once,
@@ -222,6 +332,80 @@ fn flags(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `dlogp <cmd> --help` explains every flag and argument of every
+    /// subcommand (nested ones too).
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let has = a
+                    .get_help()
+                    .is_some_and(|h| !h.to_string().trim().is_empty());
+                if !has {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "dlogp", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(super::colour(true, None));
+        assert!(super::colour(true, Some(OsStr::new(""))));
+        assert!(!super::colour(true, Some(OsStr::new("1"))));
+        assert!(!super::colour(false, None));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn llama_short_flags_become_long_ones() {
+        let argv = |v: &[&str]| -> Vec<String> {
+            super::llama_argv(v.iter().copied())
+                .into_iter()
+                .map(|s| s.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            argv(&["dlogp", "generate", "-ngl", "0", "-fa", "-np=2", "-p", "-fa", "--", "-ngl"]),
+            [
+                "dlogp",
+                "generate",
+                "--n-gpu-layers",
+                "0",
+                "--flash-attn",
+                "--parallel=2",
+                "-p",
+                "-fa",
+                "--",
+                "-ngl"
+            ]
+        );
+        assert_eq!(
+            argv(&["dlogp", "-ngl=5", "-n", "3"]),
+            ["dlogp", "--n-gpu-layers=5", "-n", "3"]
+        );
+    }
+
     #[test]
     fn setting_keys_become_flags_and_other_quotes_stay() {
         assert_eq!(

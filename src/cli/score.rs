@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
-use crate::analysis::{ScoreRecord, ScoreSummary};
+use super::eval::with_provenance;
+use crate::analysis::{FileInfo, ScoreRecord, ScoreSummary};
 use crate::io::{ensure_distinct, read_rows_from, write_atomic, InputRow, Output, RowBody};
 use crate::runtime::{
     Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
@@ -28,7 +29,8 @@ pub struct ScoreArgs {
     /// Output: one JSON object per response token; `-` for stdout.
     #[arg(long, short = 'o', value_name = "JSONL", default_value = "-")]
     pub output: PathBuf,
-    /// Also write the summary as JSON to this file.
+    /// Also write the summary as JSON to this file (`-`: stdout, then
+    /// --output needs a file).
     #[arg(long, value_name = "JSON")]
     pub summary: Option<PathBuf>,
     /// Use prompts as written instead of rendering the model's chat template.
@@ -91,17 +93,41 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             args.sequences
         );
     }
+    super::stdio::one_stdout(&[
+        ("--output", Some(&args.output)),
+        ("--summary", args.summary.as_deref()),
+    ])?;
     let mut outputs = vec![args.output.as_path()];
     outputs.extend(args.summary.as_deref());
     ensure_distinct(&outputs, &args.pair.inputs_and(&[&args.input]))?;
-    let source_name = args.input.display().to_string();
+    let source_name = if crate::io::is_std_stream(&args.input) {
+        "<stdin>".to_string()
+    } else {
+        args.input.display().to_string()
+    };
     let rows = read_rows_from(&args.input)?;
 
     let threads = args.model.threads()?;
     let load = args.model.load_options();
+    // after the models load, so a missing or bad file is named by the loader
+    let provenance = || -> anyhow::Result<crate::analysis::Provenance> {
+        let mut prov = args.pair.provenance("score")?;
+        prov.data = Some(
+            FileInfo::read(&args.input)
+                .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", args.input.display()))?,
+        );
+        prov.settings = serde_json::json!({
+            "raw": args.raw,
+            "truncate": args.truncate,
+            "ctx_size": args.model.ctx_size,
+            "flash_attn": args.model.flash_attn.enabled(),
+        });
+        Ok(prov)
+    };
     match args.pair.spec() {
         Some(spec) => {
             let pair = ModelPair::load(&spec, &load)?;
+            let prov = provenance()?;
             tracing::info!(
                 "scoring {} rows: base {} vs RL {}",
                 rows.len(),
@@ -135,7 +161,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("{}: could not write", args.output.display()))?;
             let report = summary.finish();
             if let Some(path) = &args.summary {
-                let json = serde_json::to_vec_pretty(&report)?;
+                let json = serde_json::to_vec_pretty(&with_provenance(&report, &prov)?)?;
                 write_atomic(path, &json)
                     .with_context(|| format!("{}: could not write", path.display()))?;
             }
@@ -145,6 +171,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
         None => {
             let model = Model::load(args.pair.base(), &load)?;
+            let prov = provenance()?;
             let options = score_options(&args, &model, threads)?;
             let sequences = sequences(&args, &model, &rows, &source_name, options.n_ctx)?;
             let mut scorer = Scorer::for_model(&model, options.fitted_to(&sequences))?;
@@ -175,8 +202,11 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 "mean_entropy": sum_entropy / nf,
             });
             if let Some(path) = &args.summary {
-                write_atomic(path, &serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("{}: could not write", path.display()))?;
+                write_atomic(
+                    path,
+                    &serde_json::to_vec_pretty(&with_provenance(&report, &prov)?)?,
+                )
+                .with_context(|| format!("{}: could not write", path.display()))?;
             }
             if !args.quiet {
                 eprintln!(
@@ -207,7 +237,7 @@ fn score_options(args: &ScoreArgs, model: &Model, threads: usize) -> anyhow::Res
         n_seq: args.sequences,
         threads,
         overlap,
-        flash_attention: args.model.flash_attn,
+        flash_attention: args.model.flash_attn.enabled(),
     })
 }
 

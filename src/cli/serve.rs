@@ -1,6 +1,6 @@
 //! `dlogp serve`: the OpenAI-compatible server.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use clap::Args;
 
@@ -12,12 +12,17 @@ use crate::serve::{Cors, ServeOptions};
 pub struct ServeArgs {
     #[command(flatten)]
     pub pair: PairArgs,
+    /// The address to listen on: an IP address or a host name such as
+    /// `localhost` (the first address it resolves to); 0.0.0.0 for every
+    /// interface.
     #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    pub host: String,
+    /// The TCP port (0: any free port, printed at start-up).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests decoded side by side (parallel sequences on one engine).
-    #[arg(long, default_value_t = 4)]
+    /// Requests decoded side by side (parallel sequences on one engine);
+    /// `-np` as in llama-server.
+    #[arg(long, visible_alias = "np", default_value_t = 4)]
     pub parallel: u32,
     /// Requests that may wait for a free sequence; beyond that, 503 (0: no
     /// waiting, a request that finds every sequence busy gets 503 at once).
@@ -41,8 +46,9 @@ pub struct ServeArgs {
     /// Longest prompt in tokens (default: the context size − 1).
     #[arg(long)]
     pub max_prompt_tokens: Option<usize>,
-    /// Largest `max_tokens` a request may ask for (and the default).
-    #[arg(long, default_value_t = 2048)]
+    /// Largest `max_tokens` a request may ask for (and the default);
+    /// `-n/--n-predict` as in llama-server.
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 2048)]
     pub max_tokens_limit: usize,
     /// The model name that stands for these defaults.
     #[arg(long, default_value = "dlogp")]
@@ -80,7 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let opts = ServeOptions {
         pair,
         load: args.model.load_options(),
-        addr: SocketAddr::new(args.host, args.port),
+        addr: resolve_host(&args.host, args.port)?,
         parallel,
         queue: args.queue,
         draft: args.draft,
@@ -95,4 +101,56 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::serve::serve(opts)?;
     Ok(())
+}
+
+/// `--host` and `--port` as one address: an IP address as written, a host
+/// name through the system resolver (IPv4 first, as `localhost` usually means
+/// 127.0.0.1 to clients).
+fn resolve_host(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let host = host.trim();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if host.is_empty() {
+        anyhow::bail!(
+            "invalid --host \"\": give an address (127.0.0.1, 0.0.0.0) or a host name (localhost)"
+        );
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --host {host}: could not resolve it ({e})\nhint: give an IP address such as 127.0.0.1 or 0.0.0.0"
+            )
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("invalid --host {host}: it resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_names_and_addresses_resolve() {
+        let a = super::resolve_host("localhost", 8080).unwrap();
+        assert!(a.ip().is_loopback(), "{a}");
+        assert_eq!(a.port(), 8080);
+        assert_eq!(
+            super::resolve_host("0.0.0.0", 1).unwrap().to_string(),
+            "0.0.0.0:1"
+        );
+        assert_eq!(
+            super::resolve_host("[::1]", 2).unwrap().to_string(),
+            "[::1]:2"
+        );
+        let e = super::resolve_host("no-such-host.invalid", 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--host no-such-host.invalid"), "{e}");
+    }
 }

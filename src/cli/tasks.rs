@@ -23,6 +23,7 @@ pub enum TaskKind {
         /// Number of problems.
         #[arg(long, short = 'n', default_value_t = 100)]
         n: usize,
+        /// Seed of the problems: the same seed, the same problems.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Difficulty 1 (single-digit sums and differences) to 5 (two-step

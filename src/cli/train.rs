@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::args::ModelArgs;
+use super::args::{parse_seed, ModelArgs, Seed};
 use crate::eval::dataset::{self, DatasetSpec, Preset};
 use crate::eval::tasks::{arith, Task, LEVELS};
 use crate::eval::verify::{prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};
@@ -26,13 +26,15 @@ use crate::train::{
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The base model (GGUF, llama architecture).
-    #[arg(long, value_name = "GGUF")]
-    pub base: PathBuf,
+    /// The base model (GGUF, llama architecture); `-m/--model` as in
+    /// llama.cpp. Default: gguf/SmolLM2-135M-Instruct.Q4_1.gguf, the default
+    /// pair's base.
+    #[arg(long, short = 'm', visible_alias = "model", value_name = "GGUF")]
+    pub base: Option<PathBuf>,
     /// Where to write the adapter (GGUF LoRA); also written at every checkpoint.
     #[arg(long, short = 'o', value_name = "GGUF")]
     pub out: PathBuf,
-    /// Training tasks (JSONL); see --preset for the field names.
+    /// Training tasks (JSONL, `-` for stdin); see --preset for the field names.
     #[arg(long, value_name = "JSONL", conflicts_with = "arith")]
     pub data: Option<PathBuf>,
     /// Field layout of --data.
@@ -69,8 +71,8 @@ pub struct TrainArgs {
     /// Optimizer updates per rollout batch (PPO mini-batches).
     #[arg(long, default_value_t = 1)]
     pub updates_per_step: usize,
-    /// Longest response in tokens.
-    #[arg(long, default_value_t = 256)]
+    /// Longest response in tokens (`-n/--n-predict` as in llama.cpp).
+    #[arg(long, short = 'n', visible_alias = "n-predict", default_value_t = 256)]
     pub max_tokens: usize,
     /// DAPO's soft overlong penalty over the last N tokens before --max-tokens (0: off).
     #[arg(long, default_value_t = 64)]
@@ -81,9 +83,11 @@ pub struct TrainArgs {
     /// With dynamic sampling, draw at most this many times --prompts-per-step prompts per step.
     #[arg(long, default_value_t = 3)]
     pub max_draw_factor: usize,
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    /// Reward of a correct response.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub reward_correct: f64,
-    #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
+    /// Reward of a wrong response (or one with no answer).
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
     pub reward_wrong: f64,
 
     /// Token reweighting: lowprob w = 1 + α(1 − π_old), highprob w = 1 − c + c·π_old,
@@ -93,10 +97,13 @@ pub struct TrainArgs {
     /// α (lowprob, ppl; default 0.2) or c (highprob; default 0.5).
     #[arg(long)]
     pub reweight_strength: Option<f64>,
+    /// PPO ratio clip below 1: ratios under 1 − ε_low are clipped.
     #[arg(long, default_value_t = 0.2)]
     pub clip_low: f64,
+    /// DAPO's clip-higher: ratios over 1 + ε_high are clipped.
     #[arg(long, default_value_t = 0.28)]
     pub clip_high: f64,
+    /// Dual clip: for negative advantages the ratio is capped at this value.
     #[arg(long, default_value_t = 10.0)]
     pub dual_clip: f64,
 
@@ -118,18 +125,21 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
 
+    /// AdamW learning rate (peak, after the warm-up).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
+    /// AdamW decoupled weight decay.
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the prompt order and the samples (-1: a random seed, announced).
+    #[arg(long, short = 's', value_parser = parse_seed, default_value = "0", allow_negative_numbers = true)]
+    pub seed: Seed,
 
     /// Save a checkpoint (and the adapter) every N steps.
     #[arg(long, default_value_t = 10)]
@@ -140,7 +150,7 @@ pub struct TrainArgs {
     /// Continue from the checkpoint (same flags; --steps may be raised).
     #[arg(long)]
     pub resume: bool,
-    /// Per-step metrics (default: <out>.metrics.jsonl).
+    /// Per-step metrics (default: <out>.metrics.jsonl; `-` for stdout).
     #[arg(long, value_name = "JSONL")]
     pub metrics: Option<PathBuf>,
     /// Sequences the trainer processes side by side, one thread each (default:
@@ -166,6 +176,28 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 impl TrainArgs {
+    /// The base model: as given, or the default pair's base (checked).
+    pub fn resolve(mut self) -> anyhow::Result<TrainArgs> {
+        super::stdio::model_file("--base", self.base.as_deref())?;
+        self.base = Some(super::args::base_or_default(self.base.take())?);
+        for (flag, path) in [
+            ("--out", Some(&self.out)),
+            ("--checkpoint", self.checkpoint.as_ref()),
+        ] {
+            if path.is_some_and(|p| crate::io::is_std_stream(p)) {
+                anyhow::bail!("{flag} needs a file: the adapter and the checkpoint are rewritten at every checkpoint\nhint: --out adapter.gguf (--metrics - streams the per-step metrics to stdout)");
+            }
+        }
+        Ok(self)
+    }
+
+    /// The base model; [`TrainArgs::resolve`] must have run.
+    fn base(&self) -> &Path {
+        self.base
+            .as_deref()
+            .expect("TrainArgs::resolve fills in the base model")
+    }
+
     fn settings(&self) -> anyhow::Result<TrainSettings> {
         let lora = LoraConfig::new(self.rank, self.alpha, &self.targets, self.layers.as_deref())?;
         let clip = ClipParams {
@@ -197,7 +229,7 @@ impl TrainArgs {
             max_draw_factor: self.max_draw_factor,
             reward_correct: self.reward_correct,
             reward_wrong: self.reward_wrong,
-            seed: self.seed,
+            seed: self.seed.value,
             rollout_sequences: self.sequences,
             rollout_threads: self.model.threads()?,
         };
@@ -208,9 +240,12 @@ impl TrainArgs {
     fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         match (&self.data, self.arith) {
             (Some(path), _) => {
+                let spec: DatasetSpec = self.preset.into();
+                if crate::io::is_std_stream(path) {
+                    return Ok(dataset::load(std::io::stdin().lock(), "<stdin>", &spec)?);
+                }
                 let file = File::open(path)
                     .with_context(|| format!("{}: could not open", path.display()))?;
-                let spec: DatasetSpec = self.preset.into();
                 Ok(dataset::load(
                     BufReader::new(file),
                     &path.display().to_string(),
@@ -238,7 +273,7 @@ impl TrainArgs {
 
 /// Tokenize each task's prompt with the model's tokenizer and chat template.
 fn tokenize(args: &TrainArgs, tasks: &[Task]) -> anyhow::Result<Vec<Vec<u32>>> {
-    let model = Model::load(&args.base, &args.model.load_options())?;
+    let model = Model::load(args.base(), &args.model.load_options())?;
     let format = PromptFormat::for_model(&model, args.raw)?;
     tasks
         .iter()
@@ -320,7 +355,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .metrics
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".metrics.jsonl"));
-    let mut inputs: Vec<&std::path::Path> = vec![&args.base];
+    let mut inputs: Vec<&std::path::Path> = vec![args.base()];
     inputs.extend(args.data.as_deref());
     super::eval::check_outputs(&[&args.out, &checkpoint, &metrics_path], &inputs)?;
     let mut trainer = if args.resume {
@@ -330,27 +365,37 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 checkpoint.display()
             );
         }
-        let t = Trainer::resume(&args.base, prompts, settings, &device, &checkpoint)?;
-        trim_metrics(&metrics_path, t.steps_done())?;
+        let t = Trainer::resume(args.base(), prompts, settings, &device, &checkpoint)?;
+        if !crate::io::is_std_stream(&metrics_path) {
+            trim_metrics(&metrics_path, t.steps_done())?;
+        }
         t
     } else {
-        let _ = std::fs::remove_file(&metrics_path);
-        Trainer::new(&args.base, prompts, settings, &device)?
+        if !crate::io::is_std_stream(&metrics_path) {
+            let _ = std::fs::remove_file(&metrics_path);
+        }
+        Trainer::new(args.base(), prompts, settings, &device)?
     };
     trainer.set_workers(workers)?;
     tracing::info!(
         "training {} LoRA parameters ({} tensors) on {}, {} tasks, {workers} trainer thread(s), {:?}",
         trainer.policy().n_params(),
         trainer.policy().vars().len(),
-        args.base.display(),
+        args.base().display(),
         tasks.len(),
         device
     );
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("{}: could not open", metrics_path.display()))?;
+    let mut metrics_file: Box<dyn Write> = if crate::io::is_std_stream(&metrics_path) {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .with_context(|| format!("{}: could not open", metrics_path.display()))?,
+        )
+    };
     let verify = |task: usize, r: &Rollout| grader.grade(&r.text, &tasks[task].answer).1;
     let bar = progress_bar(args.steps, trainer.steps_done(), args.quiet);
     while !trainer.finished() {

@@ -381,16 +381,30 @@ impl Bench {
         cfg: DecodeConfig,
         n: usize,
     ) -> Result<Vec<ScoredResponse>, BenchError> {
+        self.generate_scored_with(cfg, n, |_| {})
+    }
+
+    /// [`Bench::generate_scored`], calling `progress(i)` as the `i`-th
+    /// response (in completion order, from 1) finishes generating.
+    pub fn generate_scored_with(
+        &self,
+        cfg: DecodeConfig,
+        n: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<ScoredResponse>, BenchError> {
         let pair = self.pair.as_ref().ok_or(BenchError::ScoringNeedsRl)?;
         let n = n.clamp(1, self.tasks.len());
         let keys: Vec<SampleKey> = SampleKey::grid(n, self.k).collect();
         let evaluator = self.evaluator();
         let requests = evaluator.requests(&keys);
         let mut done: Vec<(usize, Vec<Token>)> = Vec::new();
+        let mut finished = 0;
         evaluator.engine(&cfg, requests.len())?.run(
             &requests,
             |_, _| {},
             |g| {
+                finished += 1;
+                progress(finished);
                 if !g.tokens.is_empty() {
                     done.push((g.request, g.tokens));
                 }
@@ -445,7 +459,17 @@ impl Bench {
     /// `dlogp score` writes: id `PROBLEM#SAMPLE`, the token's text under
     /// the base model.
     pub fn score_records(&self, cfg: DecodeConfig) -> Result<Vec<ScoreRecord>, BenchError> {
-        let responses = self.generate_scored(cfg, self.tasks.len())?;
+        self.score_records_with(cfg, |_| {})
+    }
+
+    /// [`Bench::score_records`] with `progress` as in
+    /// [`Bench::generate_scored_with`].
+    pub fn score_records_with(
+        &self,
+        cfg: DecodeConfig,
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<ScoreRecord>, BenchError> {
+        let responses = self.generate_scored_with(cfg, self.tasks.len(), progress)?;
         let model = self.model();
         let mut out = Vec::new();
         for r in responses {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::lora::split_block_name;
 use super::reader::GgufFile;
+use super::value::Value;
 
 /// What a GGUF file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,90 @@ pub struct Inspection {
     pub lora_alpha: Option<f64>,
     /// Adapters only: adapted base tensor names, by block number.
     pub lora_targets: Vec<String>,
+    /// Adapters only: the targets grouped by projection (`attn_q.weight`)
+    /// with the blocks each is adapted in, ascending; a target outside the
+    /// blocks (`output.weight`) is its own group with no blocks.
+    pub lora_by_projection: Vec<(String, Vec<u64>)>,
+    /// Every metadata pair, in file order.
+    pub metadata: Vec<(String, Value)>,
+}
+
+/// Items an array's summary shows before `…`.
+const SHOWN_ITEMS: usize = 4;
+
+/// A metadata value in one line: numbers and short strings as they are,
+/// long strings cut (with their length), arrays as their type, length and
+/// first few items.
+pub fn value_summary(v: &Value) -> String {
+    match v {
+        Value::String(s) => {
+            let n = s.chars().count();
+            let shown = v.to_string();
+            if n > 60 {
+                format!("{shown} ({n} chars)")
+            } else {
+                shown
+            }
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a
+                .items
+                .iter()
+                .take(SHOWN_ITEMS)
+                .map(Value::to_string)
+                .collect();
+            let more = if a.items.len() > SHOWN_ITEMS {
+                ", …"
+            } else {
+                ""
+            };
+            format!("[{}; {}] {}{more}", a.elem, a.items.len(), items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A metadata value as JSON, complete (arrays item by item, strings whole).
+pub fn value_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::U8(x) => J::from(*x),
+        Value::I8(x) => J::from(*x),
+        Value::U16(x) => J::from(*x),
+        Value::I16(x) => J::from(*x),
+        Value::U32(x) => J::from(*x),
+        Value::I32(x) => J::from(*x),
+        Value::U64(x) => J::from(*x),
+        Value::I64(x) => J::from(*x),
+        // non-finite floats have no JSON number: their text
+        Value::F32(x) => serde_json::Number::from_f64(f64::from(*x))
+            .map_or_else(|| J::from(x.to_string()), J::Number),
+        Value::F64(x) => {
+            serde_json::Number::from_f64(*x).map_or_else(|| J::from(x.to_string()), J::Number)
+        }
+        Value::Bool(b) => J::from(*b),
+        Value::String(s) => J::from(s.as_str()),
+        Value::Array(a) => J::Array(a.items.iter().map(value_json).collect()),
+    }
+}
+
+/// `blocks` as ranges: `0-29`, `0-3, 8, 10-11`.
+pub fn block_ranges(blocks: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < blocks.len() {
+        let mut j = i;
+        while j + 1 < blocks.len() && blocks[j + 1] == blocks[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            blocks[i].to_string()
+        } else {
+            format!("{}-{}", blocks[i], blocks[j])
+        });
+        i = j + 1;
+    }
+    parts.join(", ")
 }
 
 /// The `{arch}.` keys shown as hyperparameters.
@@ -150,6 +235,27 @@ impl Inspection {
             None
         };
 
+        let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for t in &lora_targets {
+            match split_block_name(t) {
+                Some((block, projection)) => groups
+                    .entry(projection.to_string())
+                    .or_default()
+                    .push(block),
+                None => {
+                    groups.entry(t.clone()).or_default();
+                }
+            }
+        }
+        let lora_by_projection = groups
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (k, v)
+            })
+            .collect();
+
         Inspection {
             kind,
             version: f.version,
@@ -170,6 +276,8 @@ impl Inspection {
                 None
             },
             lora_targets,
+            lora_by_projection,
+            metadata: f.metadata.clone(),
         }
     }
 }
@@ -179,5 +287,24 @@ fn natural_key(name: &str) -> (u64, &str) {
     match split_block_name(name) {
         Some((block, suffix)) => (block.saturating_add(1), suffix),
         None => (0, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::ValueType;
+
+    #[test]
+    fn ranges_and_summaries() {
+        assert_eq!(block_ranges(&[0, 1, 2, 3, 8, 10, 11]), "0-3, 8, 10-11");
+        assert_eq!(block_ranges(&[]), "");
+        let a = Value::array(ValueType::U32, (0..10).map(Value::U32).collect());
+        assert_eq!(value_summary(&a), "[u32; 10] 0, 1, 2, 3, …");
+        let long = Value::string("x".repeat(500));
+        let s = value_summary(&long);
+        assert!(s.ends_with("(500 chars)") && s.len() < 200, "{s}");
+        assert_eq!(value_json(&a).as_array().unwrap().len(), 10);
+        assert_eq!(value_json(&Value::F32(f32::NAN)), "NaN");
     }
 }

@@ -31,7 +31,7 @@ pub use error::{GgufError, Origin};
 pub use f16::{f16_to_f32, f32_to_f16};
 pub use fixtures::{tiny_llama, write_fixtures, TinyLlamaConfig};
 pub use ggml_type::{GgmlType, ALL_GGML_TYPES};
-pub use inspect::{file_type_name, FileKind, Inspection};
+pub use inspect::{block_ranges, file_type_name, value_json, value_summary, FileKind, Inspection};
 pub use lora::{
     lora_adapter_writer, lora_adapter_writer_as, lora_for_model, write_lora_adapter, LoraAdapter,
     LoraInit, LoraTensor,

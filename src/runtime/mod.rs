@@ -13,7 +13,7 @@ mod token;
 
 use std::path::PathBuf;
 
-pub use backend::{backend, default_threads};
+pub use backend::{backend, default_threads, llamafile_gemm, system_info};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;

@@ -673,7 +673,18 @@ fn eval_intervene_and_analyze_reject_bad_input_clearly() {
             ],
             "--ratios",
         ),
-        (vec!["analyze", "--json", "x.json"], "nothing to analyze"),
+        (
+            vec![
+                "analyze",
+                "--rl-generated",
+                p(&data),
+                "-m",
+                p(&base),
+                "--json",
+                "x.json",
+            ],
+            "not both",
+        ),
         (
             vec!["analyze", "--rl-generated", p(&data), "--json", "x.json"],
             "field `dlogp`",

@@ -17,13 +17,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// `dlogp serve ARGS --port 0`; waits for the listening address and
-    /// for `/health`.
+    /// `dlogp serve ARGS --port 0` (and `--host 127.0.0.1` unless ARGS
+    /// has a --host); waits for the listening address and for `/health`.
     pub fn start(args: &[&str]) -> Server {
+        let host: &[&str] = if args.contains(&"--host") {
+            &[]
+        } else {
+            &["--host", "127.0.0.1"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_dlogp"))
             .arg("serve")
             .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0", "--threads", "2"])
+            .args(host)
+            .args(["--port", "0", "--threads", "2"])
             .env("DLOGP_LOG", "warn,dlogp=info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

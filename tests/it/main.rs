@@ -4,6 +4,7 @@
 // Tests print skip reasons and measurements.
 #![allow(clippy::print_stdout, clippy::print_stderr, unsafe_code)]
 
+mod cli;
 #[cfg(feature = "serve")]
 mod clients;
 mod common;
@@ -23,5 +24,6 @@ mod score;
 mod serve;
 mod setup;
 mod smollm2;
+mod stdio;
 #[cfg(feature = "train")]
 mod train;

@@ -59,7 +59,7 @@ fn long_generate(out: &Path) -> Vec<String> {
         p(&smollm2()),
         "--mode",
         "base",
-        "-n",
+        "--samples",
         "64",
         "--max-tokens",
         "400",
@@ -476,7 +476,7 @@ fn a_closed_stdout_ends_generation_with_141() {
     let base = smollm2();
     for extra in [
         vec!["--max-tokens", "2000"],
-        vec!["--max-tokens", "48", "-n", "64"],
+        vec!["--max-tokens", "48", "--samples", "64"],
     ] {
         // streaming text (one sample) and JSONL rows (64 samples)
         let mut args = vec![
