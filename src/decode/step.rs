@@ -149,7 +149,9 @@ pub fn step(
 /// distribution (π_RL for `replace`, π_X for `extrapolate`; all three with
 /// the configuration's logit bias and truncation, as the draws use them),
 ///
-///     q(v) = P(v) · (1 − f(v)) + (Σ_y P(y) f(y)) · R(v)
+/// ```text
+/// q(v) = P(v) · (1 − f(v)) + (Σ_y P(y) f(y)) · R(v)
+/// ```
 ///
 /// which is exactly the law of "propose, gate, re-sample where it fired"
 /// (`base` and `rl` are P alone, `global` is R). A host can sample from it

@@ -22,6 +22,7 @@ mod error;
 mod fields;
 mod http;
 mod native;
+mod prepared;
 mod reply;
 mod worker;
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
-use super::http::{Echo, Kind, Prepared};
+use super::prepared::{Echo, Kind, Prepared};
 use super::worker::{Event, PromptToken, TokenOut};
 use crate::decode::Finish;
 
