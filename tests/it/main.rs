@@ -15,6 +15,7 @@ mod http;
 mod jobs;
 #[cfg(feature = "plugin")]
 mod plugin;
+mod probe;
 mod reliability;
 mod score;
 #[cfg(feature = "serve")]
