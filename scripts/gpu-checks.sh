@@ -56,8 +56,8 @@ cat > "$work/tiny.jsonl" <<'ROWS'
 {"id": "c", "prompt": "what is 2 + 2", "response": "the answer is 4, and 4 + 4 = 8"}
 ROWS
 # the tiny fixtures have 2 layers, SmolLM2 30: "partial" offloads about half
-run_dev() { "$dev" -t "$threads" "$@"; }
-run_cpu() { "$cpu" -t "$threads" "$@"; }
+run_dev() { local c="$1"; shift; "$dev" "$c" -t "$threads" "$@"; }
+run_cpu() { local c="$1"; shift; "$cpu" "$c" -t "$threads" "$@"; }
 
 # 1. The device, and what the probe says about batching.
 if ! run_dev probe --base "$tiny" --rl "$tiny_b" >"$work/probe.json" 2>"$work/probe.err"; then
@@ -126,7 +126,7 @@ if [ -f "$smol" ]; then
   gen_pair="--base $smol --rl-lora $smol_lora" gen_data=tests/data/score-rows.jsonl
 fi
 # shellcheck disable=SC2086
-run_dev -vv score $gen_pair --gpu-layers 999 --input "$gen_data" -o /dev/null -q 2>"$work/vv.log" || true
+run_dev score -vv $gen_pair --gpu-layers 999 --input "$gen_data" -o /dev/null -q 2>"$work/vv.log" || true
 mem="$(grep -oE '(Vulkan|CUDA|Metal)[0-9]* (model|KV|compute) buffer size = +[0-9.]+ MiB' "$work/vv.log" |
   awk '{k=$2; v=$(NF-1); s[k]+=v} END {for (k in s) printf "%s %.1f MiB; ", k, s[k]}')"
 note "device memory (pair, -ngl 999)" "${mem:-not reported in the llama.cpp log}"
