@@ -13,9 +13,8 @@
 set -uo pipefail
 cpu="${1:?usage: gpu-checks.sh CPU_BIN DEV_BIN [TOLERANCE_NATS]}"
 dev="${2:?usage: gpu-checks.sh CPU_BIN DEV_BIN [TOLERANCE_NATS]}"
-# Measured on lavapipe (llama.cpp's Vulkan kernels in f32/f16 against the
-# CPU's): see README, "GPU builds". A wrong offload (a layer's weights, the
-# KV cache or an adapter not applied) moves log-probs by whole nats.
+# About 5x the largest |Δ| measured on lavapipe (0.0103 nats on the tiny
+# fixtures; README, "GPU builds"); tokens must be identical.
 tol="${3:-${DLOGP_GPU_TOLERANCE:-0.05}}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cmp=(python3 "$here/gpu_compare.py")
@@ -87,7 +86,10 @@ check "CPU build is batch-invariant" cpu_invariant
 
 pairs=("tiny two-file|--base $tiny --rl $tiny_b|2"
   "tiny LoRA|--base $tiny --rl-lora $random|2")
-if [ -f "$smol" ]; then
+if [ "${DLOGP_GPU_SMOLLM2:-1}" = 0 ]; then
+  skipped "SmolLM2 checks" "DLOGP_GPU_SMOLLM2=0 (tiny fixtures only)"
+  smol=/nonexistent/SmolLM2.gguf
+elif [ -f "$smol" ]; then
   pairs+=("SmolLM2 + LoRA|--base $smol --rl-lora $smol_lora|30")
 else
   skipped "SmolLM2 checks" "$smol is not here (scripts/fetch-model.sh fetches it)"
