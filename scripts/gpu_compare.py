@@ -2,8 +2,9 @@
 """Comparisons for scripts/gpu-checks.sh (standard library only: the GPU
 machine has Python but nothing installable).
 
-  gpu_compare.py scores CPU.jsonl DEV.jsonl TOL   tokens equal, |Δ| of logp_base,
-                                                  logp_rl and dlogp ≤ TOL nats
+  gpu_compare.py scores CPU.jsonl DEV.jsonl MAX [MEAN]
+                                                  tokens equal, |Δ| of logp_base,
+                                                  logp_rl and dlogp ≤ MAX nats (mean ≤ MEAN)
   gpu_compare.py zero DEV.jsonl                   every dlogp, kl is exactly 0
   gpu_compare.py moved DEV.jsonl                  most dlogp are not 0
   gpu_compare.py same A.jsonl B.jsonl             identical generate rows
@@ -20,7 +21,7 @@ def rows(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def scores(cpu, dev, tol):
+def scores(cpu, dev, tol, mean_tol=None):
     a, b = rows(cpu), rows(dev)
     if len(a) != len(b) or not a:
         print(f"FAIL {len(a)} CPU records vs {len(b)} device records")
@@ -38,9 +39,11 @@ def scores(cpu, dev, tol):
             worst = max(worst, d)
             total += d
             n += 1
-    verdict = "ok" if worst <= tol else "FAIL"
-    print(f"{verdict} {len(a)} tokens: max |Δ| {worst:.3e} nats, mean |Δ| {total / n:.3e} (tolerance {tol:g})")
-    return 0 if worst <= tol else 1
+    mean = total / n
+    ok = worst <= tol and (mean_tol is None or mean <= mean_tol)
+    bound = f"max {tol:g}" + ("" if mean_tol is None else f", mean {mean_tol:g}")
+    print(f"{'ok' if ok else 'FAIL'} {len(a)} tokens: max |Δ| {worst:.3e} nats, mean |Δ| {mean:.3e} (tolerance {bound})")
+    return 0 if ok else 1
 
 
 def zero(dev):
@@ -95,7 +98,7 @@ def probe(path):
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "scores":
-        return scores(args[0], args[1], float(args[2]))
+        return scores(args[0], args[1], float(args[2]), float(args[3]) if len(args) > 3 else None)
     return {"zero": zero, "moved": moved, "same": same, "stats": stats, "probe": probe}[cmd](*args)
 
 
