@@ -97,7 +97,7 @@ pairs=("tiny two-file|--base $tiny --rl $tiny_b|2|$tol"
   "tiny LoRA|--base $tiny --rl-lora $random|2|$tol")
 if [ -f "$smol" ]; then
   pairs+=("SmolLM2 + LoRA|--base $smol --rl-lora $smol_lora|30|$qtol")
-else
+elif [ "${DLOGP_GPU_SMOLLM2:-1}" != 0 ]; then
   skipped "SmolLM2 checks" "$smol is not here (scripts/fetch-model.sh fetches it)"
 fi
 data_for() { case "$1" in SmolLM2*) echo tests/data/score-rows.jsonl ;; *) echo "$work/tiny.jsonl" ;; esac; }
@@ -159,7 +159,7 @@ done
 # where the probe found the backend batch-invariant; otherwise the promise is
 # the same distribution, and the two runs' replacement ratios are printed.
 read -r inv diff _ < <(run_dev probe $gen_pair --gpu-layers 999 2>/dev/null | tee "$work/probe-pair.json" | "${cmp[@]}" probe /dev/stdin)
-note "batch-invariance probe (device)" "invariant $inv, max |Δ| $diff nats (one token alone vs batches of 5, 9, all)"
+note "batch-invariance probe (device)" "invariant $inv, max |Δ| $diff in the logits (one token alone vs batches of 5, 9, all)"
 s_args="--max-tokens 32 --seed 3 -n 4 --tau -0.1"
 # shellcheck disable=SC2086
 run_dev generate $gen_pair $s_args --draft 1 --gpu-layers 999 -o "$work/lock.jsonl" -q "What is 7 + 5?" 2>"$work/err" &&

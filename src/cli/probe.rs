@@ -97,7 +97,7 @@ pub fn report_speculative(
         );
     } else {
         tracing::warn!(
-            "this backend's logits depend on the batch (max |Δ| {:.3e} over {} positions): speculative decoding gives the same distribution, not the tokens of lockstep decoding\nhint: --draft 1 decodes lockstep, reproducible token for token",
+            "this backend's logits depend on the batch (max |Δ| {:.3e} in the logits over {} positions): speculative decoding gives the same distribution, not the tokens of lockstep decoding\nhint: --draft 1 decodes lockstep, reproducible token for token",
             result.max_abs_diff,
             result.n_tokens
         );
