@@ -13,10 +13,14 @@
 set -uo pipefail
 cpu="${1:?usage: gpu-checks.sh CPU_BIN DEV_BIN [TOLERANCE_NATS]}"
 dev="${2:?usage: gpu-checks.sh CPU_BIN DEV_BIN [TOLERANCE_NATS]}"
-# Measured on lavapipe (llama.cpp's Vulkan kernels in f32/f16 against the
-# CPU's): see README, "GPU builds". A wrong offload (a layer's weights, the
-# KV cache or an adapter not applied) moves log-probs by whole nats.
+# About 5x the largest |Δ| measured on lavapipe (0.0103 nats on the tiny
+# fixtures; README, "GPU builds"); tokens must be identical.
 tol="${3:-${DLOGP_GPU_TOLERANCE:-0.05}}"
+# SmolLM2 Q4_1: the CPU's quantized dot products round the activations to
+# 8 bits (q4_1 x q8_1), the Vulkan kernels do not, so single tokens move by
+# tenths of a nat: a bound on the mean |Δ| as well (max, mean; measured:
+# README, "GPU builds").
+qtol="${DLOGP_GPU_TOLERANCE_Q4:-1.5 0.15}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cmp=(python3 "$here/gpu_compare.py")
 threads="${DLOGP_THREADS:-$(nproc)}"
@@ -50,6 +54,10 @@ command -v python3 >/dev/null || { echo "error: python3 is needed for the compar
 tiny=gguf/tiny-llama.gguf tiny_b=gguf/tiny-llama-b.gguf
 zero=gguf/tiny-lora-zero.gguf random=gguf/tiny-lora-random.gguf
 smol=gguf/SmolLM2-135M-Instruct.Q4_1.gguf smol_lora=gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf
+if [ "${DLOGP_GPU_SMOLLM2:-1}" = 0 ]; then
+  skipped "SmolLM2 checks" "DLOGP_GPU_SMOLLM2=0 (tiny fixtures only)"
+  smol=/nonexistent/SmolLM2.gguf
+fi
 cat > "$work/tiny.jsonl" <<'ROWS'
 {"id": "a", "prompt": "the answer is", "response": " 1 + 2 = 3 and the answer is 3"}
 {"id": "b", "prompt": "e t e", "response": "a tea at the eat"}
@@ -85,32 +93,29 @@ cpu_invariant() {
 }
 check "CPU build is batch-invariant" cpu_invariant
 
-pairs=("tiny two-file|--base $tiny --rl $tiny_b|2"
-  "tiny LoRA|--base $tiny --rl-lora $random|2")
-if [ "${DLOGP_GPU_SMOLLM2:-1}" = 0 ]; then
-  skipped "SmolLM2 checks" "DLOGP_GPU_SMOLLM2=0 (tiny fixtures only)"
-  smol=/nonexistent/SmolLM2.gguf
-elif [ -f "$smol" ]; then
-  pairs+=("SmolLM2 + LoRA|--base $smol --rl-lora $smol_lora|30")
-else
+pairs=("tiny two-file|--base $tiny --rl $tiny_b|2|$tol"
+  "tiny LoRA|--base $tiny --rl-lora $random|2|$tol")
+if [ -f "$smol" ]; then
+  pairs+=("SmolLM2 + LoRA|--base $smol --rl-lora $smol_lora|30|$qtol")
+elif [ "${DLOGP_GPU_SMOLLM2:-1}" != 0 ]; then
   skipped "SmolLM2 checks" "$smol is not here (scripts/fetch-model.sh fetches it)"
 fi
 data_for() { case "$1" in SmolLM2*) echo tests/data/score-rows.jsonl ;; *) echo "$work/tiny.jsonl" ;; esac; }
 
-dev_score() { # PAIR_ARGS NGL DATA: the device's scores against $work/cpu.jsonl
+dev_score() { # PAIR_ARGS NGL DATA "MAX [MEAN]": the device's scores against $work/cpu.jsonl
   # shellcheck disable=SC2086
   run_dev score $1 --gpu-layers "$2" --input "$3" -o "$work/dev.jsonl" -q &&
-    "${cmp[@]}" scores "$work/cpu.jsonl" "$work/dev.jsonl" "$tol"
+    "${cmp[@]}" scores "$work/cpu.jsonl" "$work/dev.jsonl" $4
 }
 # 2. Scores: each pair at -ngl 0, about half the layers and all of them,
 #    against the CPU build (same tokens; log-probs within the tolerance).
 for p in "${pairs[@]}"; do
-  IFS='|' read -r label args layers <<<"$p"
+  IFS='|' read -r label args layers bound <<<"$p"
   data="$(data_for "$label")"
   # shellcheck disable=SC2086
   run_cpu score $args --input "$data" -o "$work/cpu.jsonl" -q 2>"$work/err" || { check "score $label (CPU)" false; continue; }
   for ngl in 0 $((layers / 2)) 999; do
-    check "score $label -ngl $ngl" dev_score "$args" "$ngl" "$data"
+    check "score $label -ngl $ngl" dev_score "$args" "$ngl" "$data" "$bound"
   done
 done
 
@@ -154,7 +159,7 @@ done
 # where the probe found the backend batch-invariant; otherwise the promise is
 # the same distribution, and the two runs' replacement ratios are printed.
 read -r inv diff _ < <(run_dev probe $gen_pair --gpu-layers 999 2>/dev/null | tee "$work/probe-pair.json" | "${cmp[@]}" probe /dev/stdin)
-note "batch-invariance probe (device)" "invariant $inv, max |Δ| $diff nats (one token alone vs batches of 5, 9, all)"
+note "batch-invariance probe (device)" "invariant $inv, max |Δ| $diff in the logits (one token alone vs batches of 5, 9, all)"
 s_args="--max-tokens 32 --seed 3 -n 4 --tau -0.1"
 # shellcheck disable=SC2086
 run_dev generate $gen_pair $s_args --draft 1 --gpu-layers 999 -o "$work/lock.jsonl" -q "What is 7 + 5?" 2>"$work/err" &&
@@ -168,5 +173,5 @@ fi
 
 policy=same-distribution
 [ "$inv" = true ] && policy=exact
-echo "summary: $pass passed, $fail failed, $skip skipped (tolerance $tol nats; device: $names; speculative decoding: $policy)"
+echo "summary: $pass passed, $fail failed, $skip skipped (tolerance $tol nats, SmolLM2 Q4_1: max/mean $qtol; device: $names; speculative decoding: $policy)"
 [ $fail -eq 0 ] || { echo "failed: ${failed[*]}"; exit 1; }

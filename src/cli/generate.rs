@@ -196,6 +196,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         n_ctx,
         threads,
     };
+    if let Some(p) = &pair {
+        super::probe::report_speculative(p, opts.draft, threads, false)?;
+    }
     let mut engine = match &pair {
         Some(p) => Engine::for_pair(p, cfg, opts)?,
         None => Engine::for_model(model, cfg, opts)?,

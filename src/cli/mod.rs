@@ -12,6 +12,7 @@ mod fixtures;
 mod generate;
 mod inspect;
 mod intervene;
+mod probe;
 mod score;
 #[cfg(feature = "serve")]
 mod serve;
@@ -51,6 +52,8 @@ pub enum Command {
     Intervene(intervene::InterveneArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
+    /// The devices this build runs on and whether their logits are batch-invariant (JSON).
+    Probe(probe::ProbeArgs),
     /// Generate verifiable task sets (seeded arithmetic).
     Tasks(tasks::TasksArgs),
     /// Train a LoRA adapter with RLVR (DAPO + optional token reweighting).
@@ -144,6 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Intervene(mut args) => {
             args.pair = args.pair.resolve()?;
             intervene::run(args)
+        }
+        Command::Probe(mut args) => {
+            args.pair = args.pair.resolve()?;
+            probe::run(args)
         }
         Command::Tasks(args) => tasks::run(args),
         #[cfg(feature = "train")]

@@ -6,6 +6,7 @@ pub mod chat;
 mod eval;
 mod model;
 mod pair;
+mod probe;
 mod prompt;
 mod score;
 mod session;
@@ -19,6 +20,10 @@ pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;
 pub use model::{ContextOptions, LoadOptions, Model};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
+pub use probe::{
+    batch_invariance, devices, has_offload_device, model_batch_invariance, BatchInvariance, Device,
+    ProbeOptions,
+};
 pub use prompt::PromptFormat;
 pub use score::{Overlap, ScoreOptions, ScoreSequence, Scorer};
 pub use session::{Feed, PairSession, Session};

@@ -171,3 +171,29 @@ pub const PLAIN_CONTEXT: ContextOptions = ContextOptions {
     threads: 2,
     flash_attention: false,
 };
+
+/// `None` where this backend is batch-invariant, so an exactness test
+/// asserts bit-equality; otherwise why it cannot (printed by the test,
+/// which then checks nothing: scripts/gpu-checks.sh holds such a backend
+/// to its promise). A CPU build is not probed: it is batch-invariant by
+/// construction, and `probe::cpu_backend_is_batch_invariant` checks that.
+pub fn batch_dependence(pair: &ModelPair) -> Option<String> {
+    if !dlogp::runtime::has_offload_device().unwrap() {
+        return None;
+    }
+    let probe = dlogp::runtime::batch_invariance(
+        pair,
+        &dlogp::runtime::ProbeOptions {
+            threads: 2,
+            flash_attention: false,
+        },
+    )
+    .unwrap();
+    (!probe.invariant).then(|| {
+        format!(
+            "SKIPPED exact comparison: this GPU backend's logits depend on the batch (max |Δ| {:e}); {}",
+            probe.max_abs_diff,
+            probe.speculative_promise()
+        )
+    })
+}

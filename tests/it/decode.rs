@@ -74,6 +74,10 @@ fn speculative_equals_lockstep() {
             scale: 1.0,
         },
     );
+    if let Some(reason) = batch_dependence(&pair) {
+        eprintln!("{reason}");
+        return;
+    }
     let reqs = requests(&pair, &PROMPTS, 1);
     let cases = [
         (
@@ -126,6 +130,10 @@ fn parallel_sequences_equal_one_at_a_time() {
             scale: 1.0,
         },
     );
+    if let Some(reason) = batch_dependence(&pair) {
+        eprintln!("{reason}");
+        return;
+    }
     let reqs = requests(&pair, &PROMPTS, 2);
     let cfg = decode_config(
         Mode::Extrapolate,

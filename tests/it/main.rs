@@ -18,6 +18,7 @@ mod http;
 mod jobs;
 #[cfg(feature = "plugin")]
 mod plugin;
+mod probe;
 mod reliability;
 mod score;
 #[cfg(feature = "serve")]

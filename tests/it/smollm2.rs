@@ -77,6 +77,16 @@ fn batching_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let base = smollm2();
     let lora = lora(dir.path(), "random");
+    if dlogp::runtime::has_offload_device().unwrap() {
+        let rl = dlogp::runtime::RlSource::Lora {
+            path: lora.clone(),
+            scale: 1.0,
+        };
+        if let Some(reason) = batch_dependence(&load_pair(&base, rl)) {
+            eprintln!("{reason}");
+            return;
+        }
+    }
     let mut rows: Vec<serde_json::Value> = std::fs::read_to_string(rows())
         .unwrap()
         .lines()
