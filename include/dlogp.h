@@ -6,8 +6,10 @@
  * 0.1.161 (llama_sampler_i with 12 fields). The host passes its own layout
  * of the structs they share (DLOGP_HOST_ABI, below) and the plugin refuses
  * to start, with an error, when it differs. The host's model is the RL
- * model; the plugin loads and owns the base model. Usage (include llama.h
- * before dlogp.h):
+ * model; the plugin loads and owns the base model, or, in the shared build
+ * (linked to llama.cpp's libllama.so), runs on the host's own base model
+ * (dlogp_sampler_init_shared: one weight copy for base + LoRA). Usage
+ * (include llama.h before dlogp.h):
  *
  *   struct dlogp_params p = dlogp_params_default();
  *   p.abi = DLOGP_HOST_ABI;
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 
 struct llama_sampler;
+struct llama_model;
 
 // `dlogp_params.mode`: the base model alone.
 #define DLOGP_MODE_BASE 0
@@ -91,7 +94,7 @@ struct llama_sampler;
 // The version of the plugin's C interface (`dlogp_abi.version`). It
 // changes whenever `dlogp_params`, `dlogp_stats`, `dlogp_abi` or a
 // function's meaning changes.
-#define DLOGP_ABI_VERSION 2
+#define DLOGP_ABI_VERSION 3
 
 // The layout of the llama.cpp structs the plugin shares with its host, as
 // the host's compiler sees them. Fill it with `DLOGP_HOST_ABI` (defined
@@ -114,6 +117,13 @@ struct dlogp_abi {
   uint32_t offset_sorted;
   // `sizeof(llama_token)`.
   uint32_t size_token;
+  // `sizeof(struct llama_model_params)` (checked by
+  // `dlogp_sampler_init_shared` only, which runs in the host's llama.cpp).
+  uint32_t size_model_params;
+  // `sizeof(struct llama_context_params)` (`dlogp_sampler_init_shared`).
+  uint32_t size_context_params;
+  // `sizeof(struct llama_batch)` (`dlogp_sampler_init_shared`).
+  uint32_t size_batch;
 };
 
 // Settings of a dlogp sampler; start from [`dlogp_params_default`].
@@ -207,6 +217,28 @@ struct dlogp_params dlogp_params_default(void);
 struct llama_sampler *dlogp_sampler_init(const char *base_model_path,
                                          const struct dlogp_params *params);
 
+// Like [`dlogp_sampler_init`], but the base model is the host's own
+// `base_model`, loaded from `base_model_path` (whose header is read and
+// checked; its weights are not loaded again): one copy of the weights for
+// a base + LoRA pair, where the host applies the RL adapter to its own
+// context (`llama_set_adapters_lora`) and the plugin's base context runs
+// on the same model without it. Only the shared build of libdlogp (cargo
+// feature `shared-llama`, linked to llama.cpp's shared libraries) can do
+// this, and only in a host linked to that same `libllama`: the standalone
+// build carries its own llama.cpp and returns NULL with an error saying
+// so. `params.n_gpu_layers` is unused (the host placed the model);
+// `params.abi` is also checked for `llama_model_params`,
+// `llama_context_params` and `llama_batch`. The model must outlive the
+// sampler and its clones.
+//
+// # Safety
+// `base_model` must be NULL or a live `llama_model` of the host's llama.cpp;
+// `base_model_path` NULL or a NUL-terminated string; `params` NULL or a
+// valid `dlogp_params`.
+struct llama_sampler *dlogp_sampler_init_shared(const struct llama_model *base_model,
+                                                const char *base_model_path,
+                                                const struct dlogp_params *params);
+
 // Feed the prompt (the same tokens the host decodes) to the base model,
 // replacing any earlier one. Call it before sampling the first token.
 // Returns 0, or -1 on error (see `dlogp_last_error`).
@@ -253,5 +285,8 @@ const char *dlogp_last_error(void);
     (uint32_t)sizeof(llama_token_data_array), \
     (uint32_t)offsetof(llama_token_data_array, selected), \
     (uint32_t)offsetof(llama_token_data_array, sorted), \
-    (uint32_t)sizeof(llama_token) })
+    (uint32_t)sizeof(llama_token), \
+    (uint32_t)sizeof(struct llama_model_params), \
+    (uint32_t)sizeof(struct llama_context_params), \
+    (uint32_t)sizeof(struct llama_batch) })
 #endif

@@ -12,4 +12,10 @@ cd "$root"
 # The cdylib (libdlogp.so, linked by the C host test) is built by `cargo
 # build`, not by `cargo test`.
 cargo build --release --locked
+# The shared libdlogp (feature shared-llama: linked to llama.cpp's shared
+# libraries, so a host can hand it its own model) for the one-weight-copy
+# host test in tests/it/plugin.rs. Its own target dir, as its llama.cpp is
+# built as shared libraries (a cold build: about 4 min on 2 cores).
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}/shared-llama" \
+  cargo build --release --locked --lib --no-default-features --features shared-llama
 cargo test --release --locked "$@" -- --test-threads=1

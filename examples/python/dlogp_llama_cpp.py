@@ -38,7 +38,7 @@ from typing import Iterator, List, Optional, Sequence
 import llama_cpp
 from llama_cpp import _internals
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 MODES = {"base": 0, "rl": 1, "replace": 2, "extrapolate": 3, "global": 4}
 CRITERIA = {"dlogp": 0, "entropy": 1, "entropy_rl": 2, "kl": 3, "kl_r": 4,
             "js": 5, "random": 6, "never": 7, "always": 8}
@@ -48,7 +48,8 @@ PROPOSERS = {"base": 0, "rl": 1}
 class _Abi(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint32) for name in (
         "version", "size_sampler_i", "size_sampler", "size_token_data",
-        "size_token_data_array", "offset_selected", "offset_sorted", "size_token")]
+        "size_token_data_array", "offset_selected", "offset_sorted", "size_token",
+        "size_model_params", "size_context_params", "size_batch")]
 
 
 class _Params(ctypes.Structure):
@@ -72,7 +73,10 @@ def host_abi() -> _Abi:
     return _Abi(ABI_VERSION, ctypes.sizeof(llama_cpp.llama_sampler_i),
                 ctypes.sizeof(llama_cpp.llama_sampler), ctypes.sizeof(llama_cpp.llama_token_data),
                 ctypes.sizeof(arr), arr.selected.offset, arr.sorted.offset,
-                ctypes.sizeof(llama_cpp.llama_token))
+                ctypes.sizeof(llama_cpp.llama_token),
+                ctypes.sizeof(llama_cpp.llama_model_params),
+                ctypes.sizeof(llama_cpp.llama_context_params),
+                ctypes.sizeof(llama_cpp.llama_batch))
 
 
 def _find_library() -> str:

@@ -51,7 +51,7 @@ pub const DLOGP_PROPOSER_RL: i32 = 1;
 /// The version of the plugin's C interface (`dlogp_abi.version`). It
 /// changes whenever `dlogp_params`, `dlogp_stats`, `dlogp_abi` or a
 /// function's meaning changes.
-pub const DLOGP_ABI_VERSION: u32 = 2;
+pub const DLOGP_ABI_VERSION: u32 = 3;
 
 /// The layout of the llama.cpp structs the plugin shares with its host, as
 /// the host's compiler sees them. Fill it with `DLOGP_HOST_ABI` (defined
@@ -77,6 +77,13 @@ pub struct dlogp_abi {
     pub offset_sorted: u32,
     /// `sizeof(llama_token)`.
     pub size_token: u32,
+    /// `sizeof(struct llama_model_params)` (checked by
+    /// `dlogp_sampler_init_shared` only, which runs in the host's llama.cpp).
+    pub size_model_params: u32,
+    /// `sizeof(struct llama_context_params)` (`dlogp_sampler_init_shared`).
+    pub size_context_params: u32,
+    /// `sizeof(struct llama_batch)` (`dlogp_sampler_init_shared`).
+    pub size_batch: u32,
 }
 
 /// Settings of a dlogp sampler; start from [`dlogp_params_default`].
@@ -214,11 +221,16 @@ fn plugin_abi() -> dlogp_abi {
         offset_selected: size(std::mem::offset_of!(sys::llama_token_data_array, selected)),
         offset_sorted: size(std::mem::offset_of!(sys::llama_token_data_array, sorted)),
         size_token: size(std::mem::size_of::<sys::llama_token>()),
+        size_model_params: size(std::mem::size_of::<sys::llama_model_params>()),
+        size_context_params: size(std::mem::size_of::<sys::llama_context_params>()),
+        size_batch: size(std::mem::size_of::<sys::llama_batch>()),
     }
 }
 
 /// Every difference between the host's layout and the plugin's, or `Ok`.
-fn check_abi(host: &dlogp_abi) -> Result<(), String> {
+/// `shared`: the plugin runs inside the host's llama.cpp (the shared build),
+/// so the structs it passes to llama.cpp by value are checked too.
+fn check_abi(host: &dlogp_abi, shared: bool) -> Result<(), String> {
     let own = plugin_abi();
     if host.version == 0 {
         return Err(
@@ -261,8 +273,27 @@ fn check_abi(host: &dlogp_abi) -> Result<(), String> {
         ),
         ("sizeof(llama_token)", host.size_token, own.size_token),
     ];
+    let by_value = [
+        (
+            "sizeof(struct llama_model_params)",
+            host.size_model_params,
+            own.size_model_params,
+        ),
+        (
+            "sizeof(struct llama_context_params)",
+            host.size_context_params,
+            own.size_context_params,
+        ),
+        (
+            "sizeof(struct llama_batch)",
+            host.size_batch,
+            own.size_batch,
+        ),
+    ];
+    let checked = if shared { &by_value[..] } else { &[] };
     let diffs: Vec<String> = fields
         .iter()
+        .chain(checked)
         .filter(|(_, h, o)| h != o)
         .map(|(name, h, o)| format!("{name}: host {h}, plugin {o}"))
         .collect();
@@ -298,7 +329,7 @@ pub unsafe extern "C" fn dlogp_abi_check(host: *const dlogp_abi) -> i32 {
             return Err("host is NULL".to_string());
         }
         // SAFETY: checked non-NULL; the caller promises a valid struct.
-        check_abi(unsafe { &*host }).map(|()| 0)
+        check_abi(unsafe { &*host }, false).map(|()| 0)
     })
 }
 
@@ -401,55 +432,159 @@ pub unsafe extern "C" fn dlogp_sampler_init(
     params: *const dlogp_params,
 ) -> *mut sys::llama_sampler {
     boundary(std::ptr::null_mut(), || {
-        if base_model_path.is_null() {
-            return Err("base_model_path is NULL".to_string());
-        }
-        // SAFETY: checked non-NULL; the caller promises a NUL-terminated string.
-        let path = unsafe { CStr::from_ptr(base_model_path) }
-            .to_str()
-            .map_err(|_| "base_model_path is not UTF-8".to_string())?;
-        if params.is_null() {
-            return Err("params is NULL (start from dlogp_params_default() and set \
-                        params.abi = DLOGP_HOST_ABI)"
-                .to_string());
-        }
-        // SAFETY: checked non-NULL; the caller promises a valid struct.
-        let p = unsafe { *params };
-        check_abi(&p.abi)?;
-        let cfg = config(&p)?;
-        let compose = match p.compose {
-            0 => false,
-            1 => true,
-            c => return Err(format!("invalid params.compose: {c} (use 0 or 1)")),
-        };
-        if p.n_threads < 1 {
-            return Err(format!("n_threads must be at least 1, got {}", p.n_threads));
-        }
-        if p.n_ctx < 2 {
-            return Err(format!("n_ctx must be at least 2, got {}", p.n_ctx));
-        }
-        let options = ContextOptions {
-            n_ctx: p.n_ctx,
-            n_batch: 512,
-            n_seq: 1,
-            threads: p.n_threads as usize,
-            flash_attention: false,
-        };
+        // SAFETY: the caller's promises, forwarded.
+        let path = unsafe { c_path(base_model_path, "base_model_path") }?;
+        // SAFETY: as above.
+        let p = unsafe { settings(params, false) }?;
         let load = LoadOptions {
-            n_gpu_layers: p.n_gpu_layers,
+            n_gpu_layers: p.params.n_gpu_layers,
         };
-        let base = BaseContext::load(&PathBuf::from(path), options, &load)?;
-        Ok(new_sampler(State {
-            cfg,
-            key: p.key,
-            compose,
+        let base = BaseContext::load(&path, p.options, &load)?;
+        Ok(new_sampler(p.state(base)))
+    })
+}
+
+/// Like [`dlogp_sampler_init`], but the base model is the host's own
+/// `base_model`, loaded from `base_model_path` (whose header is read and
+/// checked; its weights are not loaded again): one copy of the weights for
+/// a base + LoRA pair, where the host applies the RL adapter to its own
+/// context (`llama_set_adapters_lora`) and the plugin's base context runs
+/// on the same model without it. Only the shared build of libdlogp (cargo
+/// feature `shared-llama`, linked to llama.cpp's shared libraries) can do
+/// this, and only in a host linked to that same `libllama`: the standalone
+/// build carries its own llama.cpp and returns NULL with an error saying
+/// so. `params.n_gpu_layers` is unused (the host placed the model);
+/// `params.abi` is also checked for `llama_model_params`,
+/// `llama_context_params` and `llama_batch`. The model must outlive the
+/// sampler and its clones.
+///
+/// # Safety
+/// `base_model` must be NULL or a live `llama_model` of the host's llama.cpp;
+/// `base_model_path` NULL or a NUL-terminated string; `params` NULL or a
+/// valid `dlogp_params`.
+#[no_mangle]
+pub unsafe extern "C" fn dlogp_sampler_init_shared(
+    base_model: *const sys::llama_model,
+    base_model_path: *const c_char,
+    params: *const dlogp_params,
+) -> *mut sys::llama_sampler {
+    boundary(std::ptr::null_mut(), || {
+        let Some(model) = std::ptr::NonNull::new(base_model.cast_mut()) else {
+            return Err("base_model is NULL".to_string());
+        };
+        // SAFETY: the caller's promises, forwarded.
+        let path = unsafe { c_path(base_model_path, "base_model_path") }?;
+        // SAFETY: as above.
+        let p = unsafe { settings(params, true) }?;
+        // SAFETY: the caller promises a live model of this llama.cpp that
+        // outlives the sampler.
+        let base = unsafe { shared_base(model, &path, p.options) }?;
+        Ok(new_sampler(p.state(base)))
+    })
+}
+
+#[cfg(feature = "shared-llama")]
+unsafe fn shared_base(
+    model: std::ptr::NonNull<sys::llama_model>,
+    path: &std::path::Path,
+    options: ContextOptions,
+) -> Result<BaseContext, String> {
+    // SAFETY: forwarded from dlogp_sampler_init_shared's caller.
+    unsafe { BaseContext::on_host_model(model, path, options) }
+}
+
+#[cfg(not(feature = "shared-llama"))]
+unsafe fn shared_base(
+    _model: std::ptr::NonNull<sys::llama_model>,
+    _path: &std::path::Path,
+    _options: ContextOptions,
+) -> Result<BaseContext, String> {
+    Err(
+        "this libdlogp carries its own llama.cpp, so it cannot use the host's \
+         llama_model\nhint: build the shared libdlogp (cargo build --release --lib \
+         --no-default-features --features shared-llama) and link the host to its libllama, \
+         or load the base from its file with dlogp_sampler_init"
+            .to_string(),
+    )
+}
+
+/// A path argument: checked non-NULL and UTF-8.
+///
+/// # Safety
+/// `ptr` must be NULL or a NUL-terminated string.
+unsafe fn c_path(ptr: *const c_char, name: &str) -> Result<PathBuf, String> {
+    if ptr.is_null() {
+        return Err(format!("{name} is NULL"));
+    }
+    // SAFETY: checked non-NULL; the caller promises a NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|_| format!("{name} is not UTF-8"))?;
+    Ok(PathBuf::from(text))
+}
+
+/// `dlogp_params`, checked.
+struct Settings {
+    params: dlogp_params,
+    cfg: DecodeConfig,
+    compose: bool,
+    options: ContextOptions,
+}
+
+impl Settings {
+    fn state(self, base: BaseContext) -> State {
+        State {
+            cfg: self.cfg,
+            key: self.params.key,
+            compose: self.compose,
             base,
             n_prompt: 0,
             ready: false,
             stats: fresh_stats(),
             pending: None,
             error: None,
-        }))
+        }
+    }
+}
+
+/// Read and check the host's settings (`shared`: for
+/// `dlogp_sampler_init_shared`).
+///
+/// # Safety
+/// `params` must be NULL or a valid `dlogp_params`.
+unsafe fn settings(params: *const dlogp_params, shared: bool) -> Result<Settings, String> {
+    if params.is_null() {
+        return Err("params is NULL (start from dlogp_params_default() and set \
+                    params.abi = DLOGP_HOST_ABI)"
+            .to_string());
+    }
+    // SAFETY: checked non-NULL; the caller promises a valid struct.
+    let p = unsafe { *params };
+    check_abi(&p.abi, shared)?;
+    let cfg = config(&p)?;
+    let compose = match p.compose {
+        0 => false,
+        1 => true,
+        c => return Err(format!("invalid params.compose: {c} (use 0 or 1)")),
+    };
+    if p.n_threads < 1 {
+        return Err(format!("n_threads must be at least 1, got {}", p.n_threads));
+    }
+    if p.n_ctx < 2 {
+        return Err(format!("n_ctx must be at least 2, got {}", p.n_ctx));
+    }
+    let options = ContextOptions {
+        n_ctx: p.n_ctx,
+        n_batch: 512,
+        n_seq: 1,
+        threads: p.n_threads as usize,
+        flash_attention: false,
+    };
+    Ok(Settings {
+        params: p,
+        cfg,
+        compose,
+        options,
     })
 }
 

@@ -12,7 +12,11 @@
 //! `dlogp generate` does with the same settings and seed.
 //!
 //! Built against llama.cpp as vendored by `llama-cpp-sys-2 = 0.1.161` (its
-//! `llama_sampler_i` has 12 fields); a host must use that same llama.cpp.
+//! `llama_sampler_i` has 12 fields); the host's layout of the structs they
+//! share is checked at init ([`dlogp_abi`]). The standalone build carries its
+//! own llama.cpp; the `shared-llama` build links llama.cpp's shared libraries,
+//! so a host linked to the same `libllama` can hand it its own base model
+//! ([`dlogp_sampler_init_shared`]: one weight copy for a base + LoRA pair).
 //!
 //! Every exported function checks its pointers and catches panics; errors are
 //! reported through return values and [`dlogp_last_error`].

@@ -28,6 +28,19 @@ pub fn backend() -> Result<&'static LlamaBackend, RuntimeError> {
 ///
 /// llama.cpp's own default (4) oversubscribes small machines and is ~3x
 /// slower on two cores.
+/// Initialize llama.cpp's backend for a host process that already did (the
+/// plugin's shared build, which runs inside the host's own llama.cpp): the
+/// same as [`backend`], but the host keeps its log callback, where
+/// [`backend`] would redirect llama.cpp's logs to `tracing`. Has no effect
+/// once the backend is initialized.
+#[cfg(feature = "shared-llama")]
+pub(crate) fn adopt_host_backend() -> Result<&'static LlamaBackend, RuntimeError> {
+    let backend = BACKEND.get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()));
+    backend
+        .as_ref()
+        .map_err(|e| RuntimeError::Backend(e.clone()))
+}
+
 pub fn default_threads() -> usize {
     num_cpus::get_physical().max(1)
 }

@@ -14,6 +14,8 @@ mod token;
 
 use std::path::PathBuf;
 
+#[cfg(feature = "shared-llama")]
+pub(crate) use backend::adopt_host_backend;
 pub use backend::{backend, default_threads, llamafile_gemm, system_info};
 pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;

@@ -74,6 +74,39 @@ impl Model {
     /// Load a GGUF model. The file is validated by dlogp's own GGUF reader
     /// first, so a corrupt or truncated file is a clear error, not an abort.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, RuntimeError> {
+        let header = Self::check_file(path)?;
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let inner =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|e| RuntimeError::Load {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        tracing::debug!(path = %path.display(), "loaded model");
+        Ok(Model {
+            inner,
+            path: path.to_path_buf(),
+            header,
+        })
+    }
+
+    /// A model some other code loaded into this process's llama.cpp (the
+    /// plugin's shared build: the host's `llama_model`), with the header of
+    /// the file it came from, checked by [`Model::check_file`]. Dropping it
+    /// frees `inner`: a caller that does not own the model must never drop
+    /// the result (the plugin keeps it in a `ManuallyDrop`).
+    #[cfg(feature = "shared-llama")]
+    pub(crate) fn from_loaded(inner: LlamaModel, path: &Path, header: GgufFile) -> Model {
+        Model {
+            inner,
+            path: path.to_path_buf(),
+            header,
+        }
+    }
+
+    /// Read a model file's header and check everything llama.cpp would
+    /// choke on, without loading the weights.
+    pub(crate) fn check_file(path: &Path) -> Result<GgufFile, RuntimeError> {
         let header = read_header(path)?;
         if header.is_adapter() {
             return Err(RuntimeError::AdapterGivenAsModel {
@@ -105,19 +138,7 @@ impl Model {
         // Values llama.cpp would abort on (block count, heads, vocabulary,
         // weight types, ...) are an error naming the key or tensor.
         crate::gguf::validate::check(&header, path)?;
-        let backend = backend()?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
-        let inner =
-            LlamaModel::load_from_file(backend, path, &params).map_err(|e| RuntimeError::Load {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        tracing::debug!(path = %path.display(), "loaded model");
-        Ok(Model {
-            inner,
-            path: path.to_path_buf(),
-            header,
-        })
+        Ok(header)
     }
 
     /// Load a LoRA adapter for this model, after checking that it is an

@@ -10,13 +10,18 @@
  *
  * usage: host RL.gguf BASE.gguf PROMPT N_PREDICT SEED MODE TAU GAMMA [LORA.gguf]
  * (with LORA, the RL model is RL.gguf + that adapter at scale 1)
+ * With DLOGP_HOST_SHARED=1 (a host linked to the shared libdlogp and its
+ * libllama; needs LORA and RL.gguf = BASE.gguf) the plugin runs on the
+ * host's own model (dlogp_sampler_init_shared): one copy of the weights.
  * prints: "tokens: t1 t2 ..." (the chain's), "clone: ...", "reset: ...",
  *         "stats: n_decided n_fired", "compose: ..." (top-k 1, composed),
- *         "checks: ok"
+ *         "memory: PEAK_RSS_KIB PSS_KIB" (after the first generation, one
+ *         dlogp sampler loaded), "checks: ok"
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "llama.h"
 #include "dlogp.h"
@@ -48,6 +53,28 @@ static int generate(struct llama_context *ctx, const struct llama_vocab *vocab,
     return n;
 }
 
+/* The process's proportional set size (Linux), or -1. */
+static long pss_kib(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "Pss: %ld kB", &kib) == 1) break;
+    }
+    fclose(f);
+    return kib;
+}
+
+static int shared;              /* DLOGP_HOST_SHARED=1 */
+static struct llama_model *host_model;
+
+/* A dlogp sampler: the plugin loads the base, or uses the host's model. */
+static struct llama_sampler *make_dlogp(const char *base_path, const struct dlogp_params *p) {
+    return shared ? dlogp_sampler_init_shared(host_model, base_path, p)
+                  : dlogp_sampler_init(base_path, p);
+}
+
 static void print_tokens(const char *label, const llama_token *t, int n) {
     printf("%s:", label);
     for (int i = 0; i < n; i++) printf(" %d", t[i]);
@@ -61,6 +88,12 @@ int main(int argc, char **argv) {
     }
     const char *rl_path = argv[1], *base_path = argv[2], *text = argv[3];
     int n_predict = atoi(argv[4]);
+    const char *sh = getenv("DLOGP_HOST_SHARED");
+    shared = sh && strcmp(sh, "1") == 0;
+    if (shared && (argc != 10 || strcmp(rl_path, base_path) != 0)) {
+        fprintf(stderr, "DLOGP_HOST_SHARED=1 needs a LoRA pair: RL.gguf = BASE.gguf and LORA.gguf\n");
+        return 2;
+    }
     llama_log_set(quiet, NULL);
     llama_backend_init();
 
@@ -68,6 +101,7 @@ int main(int argc, char **argv) {
     mp.n_gpu_layers = 0;
     struct llama_model *model = llama_model_load_from_file(rl_path, mp);
     if (!model) { fprintf(stderr, "cannot load %s\n", rl_path); return 1; }
+    host_model = model;
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
 
     struct llama_context_params cp = llama_context_default_params();
@@ -124,8 +158,18 @@ int main(int argc, char **argv) {
     struct llama_sampler *greedy = llama_sampler_init_greedy();
     checks &= dlogp_sampler_feed_prompt(greedy, prompt, (size_t)n_prompt) == -1; /* foreign sampler */
     llama_sampler_free(greedy);
+    if (shared) {
+        checks &= dlogp_sampler_init_shared(NULL, base_path, &p) == NULL && strstr(dlogp_last_error(), "base_model") != NULL;
+        checks &= dlogp_sampler_init_shared(model, NULL, &p) == NULL;
+        struct dlogp_params other_batch = p;
+        other_batch.abi.size_batch += 8; /* checked only where llama.cpp is shared */
+        checks &= dlogp_sampler_init_shared(model, base_path, &other_batch) == NULL && strstr(dlogp_last_error(), "llama_batch") != NULL;
+    } else {
+        /* the standalone build has its own llama.cpp: the host's model is foreign to it */
+        checks &= dlogp_sampler_init_shared(model, base_path, &p) == NULL && strstr(dlogp_last_error(), "carries its own llama.cpp") != NULL;
+    }
 
-    struct llama_sampler *dl = dlogp_sampler_init(base_path, &p);
+    struct llama_sampler *dl = make_dlogp(base_path, &p);
     if (!dl) { fprintf(stderr, "dlogp_sampler_init: %s\n", dlogp_last_error()); return 1; }
     checks &= dlogp_sampler_feed_prompt(dl, NULL, 3) == -1;
     checks &= strcmp(llama_sampler_name(dl), "dlogp") == 0;
@@ -143,6 +187,10 @@ int main(int argc, char **argv) {
     llama_token *out = malloc(sizeof(llama_token) * (size_t)(n_predict + 1));
     int n = generate(ctx, vocab, chain, prompt, n_prompt, n_predict, out);
     print_tokens("tokens", out, n);
+    /* peak RSS and PSS with one dlogp sampler (and its clone) alive */
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("memory: %ld %ld\n", ru.ru_maxrss, pss_kib());
     checks &= dlogp_sampler_error(dl) == NULL;
     struct dlogp_stats stats;
     checks &= dlogp_sampler_stats(dl, &stats) == 0;
@@ -168,7 +216,7 @@ int main(int argc, char **argv) {
     struct dlogp_params pc = p;
     pc.compose = 1;
     pc.top_k = 1;
-    struct llama_sampler *dc = dlogp_sampler_init(base_path, &pc);
+    struct llama_sampler *dc = make_dlogp(base_path, &pc);
     if (!dc) { fprintf(stderr, "compose init: %s\n", dlogp_last_error()); return 1; }
     struct llama_sampler *composed = llama_sampler_chain_init(llama_sampler_chain_default_params());
     llama_sampler_chain_add(composed, dc);

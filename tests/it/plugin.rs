@@ -50,80 +50,132 @@ fn plugin_header_is_current() {
     }
 }
 
-/// The llama.cpp build the crate linked: headers and static libraries.
-fn llama_build() -> PathBuf {
-    // target/release/deps/it-… → target/release/build/llama-cpp-sys-2-*/out
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"));
-    let release = exe.parent().expect("target/release").to_path_buf();
-    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> =
-        std::fs::read_dir(release.join("build"))
-            .expect("target/release/build")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("llama-cpp-sys-2-"))
-            })
-            .map(|p| p.join("out"))
-            .filter(|out| {
-                out.join("lib/libllama.a").exists() && out.join("include/llama.h").exists()
-            })
-            .map(|out| {
-                let t = std::fs::metadata(out.join("lib/libllama.a"))
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                (t, out)
-            })
-            .collect();
+/// The llama.cpp build under a `target/release/build` dir whose `lib`
+/// holds `lib` (`libllama.a` or `libllama.so`): headers and libraries.
+fn llama_build(build: &Path, lib: &str) -> PathBuf {
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(build)
+        .unwrap_or_else(|e| panic!("{}: {e}", build.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("llama-cpp-sys-2-"))
+        })
+        .map(|p| p.join("out"))
+        .filter(|out| out.join("lib").join(lib).exists() && out.join("include/llama.h").exists())
+        .map(|out| {
+            let t = std::fs::metadata(out.join("lib").join(lib))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, out)
+        })
+        .collect();
     candidates.sort();
     candidates
         .pop()
-        .expect("a llama-cpp-sys-2 build under target/release/build")
+        .unwrap_or_else(|| {
+            panic!(
+                "a llama-cpp-sys-2 build with {lib} under {}",
+                build.display()
+            )
+        })
         .1
 }
 
-/// Compile tests/c/host.c against include/dlogp.h, llama.cpp and libdlogp.
-fn build_host(dir: &Path) -> PathBuf {
-    let root = root();
-    let release = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let so = release.join(if cfg!(target_os = "macos") {
-        "libdlogp.dylib"
-    } else {
-        "libdlogp.so"
-    });
-    // `cargo test` does not build the cdylib: scripts/test.sh runs
-    // `cargo build --release` first. Refuse a library older than the sources.
+/// How the C host links llama.cpp and libdlogp.
+enum Link {
+    /// The suite's libdlogp (its own static llama.cpp) and the host's own
+    /// static llama.cpp: two copies of llama.cpp in one process.
+    Standalone,
+    /// The shared libdlogp (feature `shared-llama`) and the `libllama.so`
+    /// it links, from this release dir: one llama.cpp, one weight copy.
+    Shared(PathBuf),
+}
+
+/// The shared libdlogp that scripts/test.sh builds into
+/// `<target>/shared-llama`, if it is there and no older than the sources.
+fn shared_build() -> Result<PathBuf, String> {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"));
+    let target = exe.parent().and_then(Path::parent).expect("target dir");
+    let release = target.join("shared-llama/release");
+    let so = release.join("libdlogp.so");
     let built = std::fs::metadata(&so)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing\nhint: cargo build --release", so.display()));
-    let newest = newest_mtime(&root.join("src"));
-    assert!(
-        built >= newest,
-        "{} is older than the sources\nhint: cargo build --release (scripts/test.sh does)",
-        so.display()
-    );
-    let llama = llama_build();
-    let lib = llama.join("lib");
-    let exe = dir.join("host");
-    let out = Command::new("cc")
-        .arg(root.join("tests/c/host.c"))
+        .map_err(|_| format!("no shared libdlogp at {}", so.display()))?;
+    if built < newest_mtime(&root().join("src")) {
+        return Err(format!("{} is older than the sources", so.display()));
+    }
+    Ok(release)
+}
+
+/// Compile tests/c/host.c against include/dlogp.h, llama.cpp and libdlogp.
+fn build_host(dir: &Path, link: &Link) -> PathBuf {
+    let root = root();
+    let exe = dir.join(match link {
+        Link::Standalone => "host",
+        Link::Shared(_) => "host-shared",
+    });
+    let mut cc = Command::new("cc");
+    cc.arg(root.join("tests/c/host.c"))
         .arg("-I")
         .arg(root.join("include"))
-        .arg("-I")
-        .arg(llama.join("include"))
         .arg("-o")
-        .arg(&exe)
-        .arg(&so)
-        .arg(format!("-Wl,-rpath,{}", release.display()))
-        .arg(lib.join("libllama.a"))
-        .arg(lib.join("libggml.a"))
-        .arg(lib.join("libggml-cpu.a"))
-        .arg(lib.join("libggml-base.a"))
-        .args(["-lstdc++", "-lm", "-lpthread", "-ldl"])
+        .arg(&exe);
+    match link {
+        Link::Standalone => {
+            let release = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"))
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let so = release.join(if cfg!(target_os = "macos") {
+                "libdlogp.dylib"
+            } else {
+                "libdlogp.so"
+            });
+            // `cargo test` does not build the cdylib: scripts/test.sh runs
+            // `cargo build --release` first. Refuse a library older than the sources.
+            let built = std::fs::metadata(&so)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| {
+                    panic!("{} is missing\nhint: cargo build --release", so.display())
+                });
+            let newest = newest_mtime(&root.join("src"));
+            assert!(
+                built >= newest,
+                "{} is older than the sources\nhint: cargo build --release (scripts/test.sh does)",
+                so.display()
+            );
+            let llama = llama_build(&release.join("build"), "libllama.a");
+            let lib = llama.join("lib");
+            cc.arg("-I")
+                .arg(llama.join("include"))
+                .arg(&so)
+                .arg(format!("-Wl,-rpath,{}", release.display()))
+                .arg(lib.join("libllama.a"))
+                .arg(lib.join("libggml.a"))
+                .arg(lib.join("libggml-cpu.a"))
+                .arg(lib.join("libggml-base.a"))
+                .args(["-lstdc++", "-lm", "-lpthread", "-ldl"]);
+        }
+        Link::Shared(release) => {
+            let llama = llama_build(&release.join("build"), "libllama.so");
+            let lib = llama.join("lib");
+            // RPATH (not RUNPATH) so libdlogp's own libllama.so.0 is found too
+            cc.arg("-I")
+                .arg(llama.join("include"))
+                .arg(release.join("libdlogp.so"))
+                .arg(lib.join("libllama.so"))
+                .arg(lib.join("libggml.so"))
+                .arg(lib.join("libggml-base.so"))
+                .arg(format!(
+                    "-Wl,--disable-new-dtags,-rpath,{}:{}",
+                    release.display(),
+                    lib.display()
+                ));
+        }
+    }
+    let out = cc
         .args(["-Wall", "-Werror", "-std=c11"])
         .output()
         .expect("a C compiler (cc)");
@@ -160,11 +212,23 @@ fn line<'a>(stdout: &'a str, label: &str) -> &'a str {
         .trim()
 }
 
-/// Run the C host and `dlogp generate --trace` with the same settings; the
-/// host's tokens (also after clone and reset) must equal generate's.
+/// What one run of the C host showed.
+struct HostRun {
+    /// Positions where the gate fired (keyed mode).
+    fired: usize,
+    /// The same at top-k 1 (`dlogp generate`'s trace of the composed run).
+    fired_k1: usize,
+    /// Peak RSS and PSS in KiB with one dlogp sampler loaded.
+    memory: (u64, u64),
+}
+
+/// Run the C host (`shared`: on the host's own model) and `dlogp generate
+/// --trace` with the same settings; the host's tokens (also after clone and
+/// reset) must equal generate's.
 #[allow(clippy::too_many_arguments)]
 fn check_host(
     host: &Path,
+    shared: bool,
     dir: &Path,
     base: &Path,
     rl: &Path,
@@ -172,12 +236,16 @@ fn check_host(
     prompt: &str,
     n: &str,
     (mode, mode_name, seed, tau, gamma): (&str, &str, &str, &str, &str),
-) -> (usize, usize) {
+) -> HostRun {
     let mut args = vec![p(rl), p(base), prompt, n, seed, mode, tau, gamma];
     if let Some(l) = lora {
         args.push(p(l));
     }
-    let out = Command::new(host).args(&args).output().unwrap();
+    let mut cmd = Command::new(host);
+    if shared {
+        cmd.env("DLOGP_HOST_SHARED", "1");
+    }
+    let out = cmd.args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -256,7 +324,15 @@ fn check_host(
         greedy.join(" "),
         "{mode_name} seed {seed}: composed with the host's dist at top-k 1"
     );
-    (fired, fired_k1)
+    let memory: Vec<u64> = line(&stdout, "memory")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    HostRun {
+        fired,
+        fired_k1,
+        memory: (memory[0], memory[1]),
+    }
 }
 
 // The host's link line (libstdc++, -ldl) is Linux's.
@@ -264,7 +340,7 @@ fn check_host(
 #[test]
 fn plugin_c_host_equals_generate() {
     let dir = tempfile::tempdir().unwrap();
-    let host = build_host(dir.path());
+    let host = build_host(dir.path(), &Link::Standalone);
     let (base, rl) = (fixture("tiny-llama.gguf"), fixture("tiny-llama-b.gguf"));
     // mode numbers as in dlogp.h
     let mut fired = Vec::new();
@@ -276,8 +352,9 @@ fn plugin_c_host_equals_generate() {
         ("4", "global", "5", "-0.3", "0.3"),
         ("0", "base", "2", "-0.3", "0.1"),
     ] {
-        fired.push(check_host(
+        let run = check_host(
             &host,
+            false,
             dir.path(),
             &base,
             &rl,
@@ -285,7 +362,8 @@ fn plugin_c_host_equals_generate() {
             "the answer is",
             "40",
             case,
-        ));
+        );
+        fired.push((run.fired, run.fired_k1));
     }
     assert!(
         fired[0].0 > 0 && fired[0].0 < 40,
@@ -306,11 +384,12 @@ fn plugin_c_host_equals_generate() {
 #[test]
 fn plugin_c_host_equals_generate_smollm2_lora() {
     let dir = tempfile::tempdir().unwrap();
-    let host = build_host(dir.path());
+    let host = build_host(dir.path(), &Link::Standalone);
     let base = smollm2();
     let lora = strong_lora(dir.path());
-    let (fired, _) = check_host(
+    let fired = check_host(
         &host,
+        false,
         dir.path(),
         &base,
         &base,
@@ -319,8 +398,63 @@ fn plugin_c_host_equals_generate_smollm2_lora() {
         "<|im_start|>user\nWhat is 7 + 5?<|im_end|>\n<|im_start|>assistant\n",
         "48",
         ("3", "extrapolate", "4", "-0.3", "0.1"),
-    );
+    )
+    .fired;
     assert!(fired > 0 && fired < 48, "the gate fired {fired} times");
+}
+
+/// One weight copy for a LoRA pair: the shared libdlogp (feature
+/// `shared-llama`, linked to llama.cpp's shared libraries like the host)
+/// builds its base context on the host's own model, where the standalone
+/// libdlogp loads the base file again. Both give `dlogp generate`'s tokens;
+/// the shared one's peak RSS is smaller by about the model's size (the
+/// standalone plugin maps and reads the whole file a second time).
+#[cfg(target_os = "linux")]
+#[test]
+fn plugin_shared_model_is_one_weight_copy() {
+    let shared = match shared_build() {
+        Ok(release) => release,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: {why} (scripts/test.sh builds it: cargo build --release --lib \
+                 --no-default-features --features shared-llama into <target>/shared-llama)"
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let standalone = build_host(dir.path(), &Link::Standalone);
+    let host = build_host(dir.path(), &Link::Shared(shared));
+    let base = smollm2();
+    let lora = strong_lora(dir.path());
+    let run = |host: &Path, shared: bool| {
+        check_host(
+            host,
+            shared,
+            dir.path(),
+            &base,
+            &base,
+            Some(&lora),
+            "<|im_start|>user\nWhat is 7 + 5?<|im_end|>\n<|im_start|>assistant\n",
+            "48",
+            ("3", "extrapolate", "4", "-0.3", "0.1"),
+        )
+    };
+    let two = run(&standalone, false);
+    let one = run(&host, true);
+    assert_eq!(one.fired, two.fired);
+    assert!(one.fired > 0, "the gate never fired");
+    let model_kib = std::fs::metadata(&base).unwrap().len() / 1024;
+    eprintln!(
+        "memory (KiB): standalone peak RSS {} PSS {}; shared peak RSS {} PSS {}; model file {model_kib}",
+        two.memory.0, two.memory.1, one.memory.0, one.memory.1
+    );
+    assert!(
+        two.memory.0 >= one.memory.0 + model_kib * 8 / 10,
+        "peak RSS: standalone {} KiB, shared {} KiB, model {model_kib} KiB",
+        two.memory.0,
+        one.memory.0
+    );
 }
 
 /// libdlogp in llama-cpp-python (examples/python/dlogp_llama_cpp.py): its
@@ -350,7 +484,7 @@ fn plugin_in_llama_cpp_python_equals_generate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    build_host(dir.path()); // the same freshness check of libdlogp
+    build_host(dir.path(), &Link::Standalone); // the same freshness check of libdlogp
     let dlogp_bin = PathBuf::from(env!("CARGO_BIN_EXE_dlogp"));
     let release = dlogp_bin.parent().unwrap();
     let root = root();
