@@ -9,10 +9,12 @@ machine has Python but nothing installable).
   gpu_compare.py moved DEV.jsonl                  most dlogp are not 0
   gpu_compare.py same A.jsonl B.jsonl             identical generate rows
   gpu_compare.py stats A.jsonl B.jsonl            replacement ratios of two runs
+  gpu_compare.py policy TRACE_A TRACE_B           same gate rate and Δlog p distribution
   gpu_compare.py probe PROBE.json                 "invariant max_abs_diff devices"
 Prints one line; exit 1 on a failed check.
 """
 import json
+import math
 import sys
 
 
@@ -85,6 +87,41 @@ def stats(a, b):
     return 0
 
 
+def policy(trace_a, trace_b):
+    """Lockstep (A) and speculative (B) traces on a batch-dependent backend:
+    the same gate rate (two-proportion z-test, |z| <= 3) and the same Δlog p
+    distribution of the proposals (two-sample Kolmogorov-Smirnov statistic
+    below its alpha = 0.001 critical value, 1.95 * sqrt((n + m) / (n m)))."""
+    def load(path):
+        r = rows(path)
+        return [x["gate"] for x in r], [x["dlogp"] for x in r if x.get("dlogp") is not None]
+    (ga, da), (gb, db) = load(trace_a), load(trace_b)
+    na, nb = len(ga), len(gb)
+    if min(na, nb, len(da), len(db)) == 0:
+        print("empty trace")
+        return 1
+    pa, pb = sum(ga) / na, sum(gb) / nb
+    pool = (sum(ga) + sum(gb)) / (na + nb)
+    se = math.sqrt(max(pool * (1 - pool) * (1 / na + 1 / nb), 1e-300))
+    z = (pa - pb) / se if pool not in (0, 1) else 0.0
+    da.sort()
+    db.sort()
+    i = j = 0
+    ks = 0.0
+    while i < len(da) and j < len(db):
+        x = min(da[i], db[j])
+        while i < len(da) and da[i] <= x:
+            i += 1
+        while j < len(db) and db[j] <= x:
+            j += 1
+        ks = max(ks, abs(i / len(da) - j / len(db)))
+    n, m = len(da), len(db)
+    crit = 1.95 * math.sqrt((n + m) / (n * m))
+    print(f"gate rate {pa:.3f} (n {na}) vs {pb:.3f} (n {nb}), z {z:+.2f}; "
+          f"Δlog p KS {ks:.3f} (critical {crit:.3f})")
+    return 0 if abs(z) <= 3 and ks <= crit else 1
+
+
 def probe(path):
     with open(path, encoding="utf-8") as f:
         p = json.load(f)
@@ -99,7 +136,7 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "scores":
         return scores(args[0], args[1], float(args[2]), float(args[3]) if len(args) > 3 else None)
-    return {"zero": zero, "moved": moved, "same": same, "stats": stats, "probe": probe}[cmd](*args)
+    return {"zero": zero, "moved": moved, "same": same, "stats": stats, "policy": policy, "probe": probe}[cmd](*args)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,18 @@ for d in "$vk_target"/release/build/llama-cpp-sys-2-*/out/build; do
 done
 # Debian 12's Vulkan headers need scripts/vulkan-compat (see vulkan-env.sh).
 . "$root/scripts/vulkan-env.sh"
+# cmake-rs does not configure an existing build dir again, so one made from
+# another checkout keeps that checkout's -isystem .../scripts/vulkan-compat
+# in its CMakeCache (the shim is then not found: "'LayerSettingEXT' is not a
+# member of 'vk'"): point it at this checkout's (llama.cpp then recompiles).
+for c in "$vk_target"/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
+  [ -f "$c" ] || continue
+  old="$(grep -o -- '-isystem [^ ]*/scripts/vulkan-compat' "$c" | head -1 | cut -d' ' -f2 || true)"
+  if [ -n "$old" ] && [ "$old" != "$root/scripts/vulkan-compat" ]; then
+    echo "test-gpu: $c points at $old; using $root/scripts/vulkan-compat" >&2
+    sed -i "s#$old#$root/scripts/vulkan-compat#g" "$c"
+  fi
+done
 build_start=$(date +%s)
 CARGO_TARGET_DIR="$vk_target" cargo build --release --locked --features vulkan
 echo "test-gpu: the Vulkan build took $(($(date +%s) - build_start)) s" >&2

@@ -78,11 +78,10 @@ pub fn decide(
     let dlogp = lp_r[t] - lp_b[t];
     let fired = match cfg.mode() {
         Mode::Global => true,
-        _ => {
-            let input = gate_input(dlogp, lp_b, lp_r, cfg.gate().needs_distribution_metrics());
-            cfg.gate()
-                .fires(&input, uniform(cfg.seed(), seq, pos, Purpose::Gate))
-        }
+        _ => cfg.gate().fires(
+            &gate_view(cfg, dlogp, Pair::new(lp_b, lp_r)),
+            uniform(cfg.seed(), seq, pos, Purpose::Gate),
+        ),
     };
     if !fired {
         return Ok(Decision {
@@ -187,27 +186,16 @@ pub fn mixture(cfg: &DecodeConfig, lp: Pair<Option<&[f64]>>) -> Result<Vec<f64>,
         return Ok(dense(&resampled)); // global
     };
     let proposal = biased(both.get(side))?;
+    // the chance the gate fires: the same for every proposal unless the
+    // criterion reads the proposed token (as `decide`, over its uniform draw)
     let gate = cfg.gate();
-    let constant = if gate.reads_proposal() {
-        None
-    } else if gate.criterion() == crate::sampler::Criterion::Random {
-        Some(gate.tau().clamp(0.0, 1.0))
-    } else {
-        let input = gate_input(0.0, both.base, both.rl, gate.needs_distribution_metrics());
-        Some(if gate.fires(&input, 0.5) { 1.0 } else { 0.0 })
-    };
+    let fire = |dlogp: f64| gate.fire_probability(&gate_view(cfg, dlogp, both));
+    let constant = (!gate.reads_proposal()).then(|| fire(0.0));
     let mut q = vec![0.0; n];
     let mut fired = 0.0;
     for &(y, p) in proposal.candidates() {
-        let f = constant.unwrap_or_else(|| {
-            let t = y as usize;
-            let input = gate_input(both.rl[t] - both.base[t], both.base, both.rl, false);
-            if gate.fires(&input, 0.5) {
-                1.0
-            } else {
-                0.0
-            }
-        });
+        let t = y as usize;
+        let f = constant.unwrap_or_else(|| fire(both.rl[t] - both.base[t]));
         q[y as usize] += p * (1.0 - f);
         fired += p * f;
     }
@@ -217,9 +205,12 @@ pub fn mixture(cfg: &DecodeConfig, lp: Pair<Option<&[f64]>>) -> Result<Vec<f64>,
     Ok(q)
 }
 
-/// The gate's view of a position. Entropies and KLs (full-vocabulary sums)
-/// are computed only for criteria that read them.
-fn gate_input(dlogp: f64, lp_b: &[f64], lp_r: &[f64], full: bool) -> GateInput {
+/// The gate's view of a position whose proposal has Δlog p `dlogp`: what
+/// both [`decide`] and [`mixture`] feed the gate. Entropies and KLs
+/// (full-vocabulary sums) are computed only for criteria that read them.
+fn gate_view(cfg: &DecodeConfig, dlogp: f64, lp: Pair<&[f64]>) -> GateInput {
+    let (lp_b, lp_r) = (lp.base, lp.rl);
+    let full = cfg.gate().needs_distribution_metrics();
     let mut input = GateInput {
         dlogp_proposal: dlogp,
         entropy_base: 0.0,

@@ -812,11 +812,7 @@ fn select_argmax(cur: &mut sys::llama_token_data_array, data: &[sys::llama_token
 
 /// The decision at the next position: (index in `data`, token, gate fired).
 fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32, bool), String> {
-    let lp_rl = host_logprobs(st, data)?;
-    let lp_base = st
-        .base
-        .next_logprobs()
-        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    let (lp_base, lp_rl) = pair_logprobs(st, data)?;
     let pos = (st.base.len() - st.n_prompt) as u64;
     let lp = Pair::new(Some(lp_base), Some(&lp_rl[..]));
     let d = step::step(&st.cfg, lp, st.key, pos)
@@ -834,15 +830,11 @@ fn decide(st: &mut State, data: &[sys::llama_token_data]) -> Result<(usize, u32,
 /// the distribution [`step::mixture`] (the law of propose, gate,
 /// re-sample), its `p` that probability; impossible tokens get `-inf`.
 fn compose(st: &mut State, data: &mut [sys::llama_token_data]) -> Result<(), String> {
-    let lp_rl = host_logprobs(st, data)?;
-    let lp_base = st
-        .base
-        .next_logprobs()
-        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    let (lp_base, lp_rl) = pair_logprobs(st, data)?;
     let q = step::mixture(&st.cfg, Pair::new(Some(lp_base), Some(&lp_rl[..])))
         .map_err(|e| e.to_string())?;
     for d in data.iter_mut() {
-        // ids were checked by host_logprobs
+        // ids were checked by pair_logprobs
         let p = q[d.id as usize];
         d.logit = if p > 0.0 {
             p.ln() as f32
@@ -856,7 +848,12 @@ fn compose(st: &mut State, data: &mut [sys::llama_token_data]) -> Result<(), Str
 
 /// The host (RL) model's full-vocabulary log-probs from its raw logits, after
 /// checking that a prompt was fed and every token is a candidate.
-fn host_logprobs(st: &State, data: &[sys::llama_token_data]) -> Result<Vec<f64>, String> {
+/// The base context's next-token log-probs and the host's (π_RL, from the
+/// candidates' raw logits).
+fn pair_logprobs<'a>(
+    st: &'a State,
+    data: &[sys::llama_token_data],
+) -> Result<(&'a [f64], Vec<f64>), String> {
     if !st.ready {
         return Err("no prompt was fed: call dlogp_sampler_feed_prompt first".to_string());
     }
@@ -878,7 +875,11 @@ fn host_logprobs(st: &State, data: &[sys::llama_token_data]) -> Result<Vec<f64>,
     }
     let mut lp_rl = vec![0.0; n_vocab];
     log_softmax(&logits, &mut lp_rl).map_err(|e| format!("host (RL) model: {e}"))?;
-    Ok(lp_rl)
+    let lp_base = st
+        .base
+        .next_logprobs()
+        .ok_or_else(|| "the base model has no log-probs".to_string())?;
+    Ok((lp_base, lp_rl))
 }
 
 unsafe extern "C" fn cb_accept(smpl: *mut sys::llama_sampler, token: sys::llama_token) {

@@ -149,17 +149,30 @@ impl Gate {
     /// `never`: false; `always`: true. `u` is read only by `random`. A NaN
     /// metric never fires.
     pub fn fires(&self, m: &GateInput, u: f64) -> bool {
+        u < self.fire_probability(m)
+    }
+
+    /// The chance that [`fires`](Self::fires) is true at this position over
+    /// its uniform draw `u` in [0, 1): τ (clamped to [0, 1]) for `random`,
+    /// 0 or 1 for every other criterion. The composable distribution
+    /// ([`crate::decode::step::mixture`]) weighs the re-sampling by it.
+    pub fn fire_probability(&self, m: &GateInput) -> f64 {
         let tau = self.tau;
-        match self.criterion {
+        let rule = match self.criterion {
             Criterion::Dlogp => m.dlogp_proposal <= tau,
             Criterion::Entropy => m.entropy_base >= tau,
             Criterion::EntropyRl => m.entropy_rl >= tau,
             Criterion::Kl => m.kl >= tau,
             Criterion::KlR => m.kl_r >= tau,
             Criterion::Js => m.js >= tau,
-            Criterion::Random => u < tau,
+            Criterion::Random => return tau.clamp(0.0, 1.0),
             Criterion::Never => false,
             Criterion::Always => true,
+        };
+        if rule {
+            1.0
+        } else {
+            0.0
         }
     }
 
@@ -194,6 +207,35 @@ mod tests {
         Criterion::Never,
         Criterion::Always,
     ];
+
+    /// `fires` is "u below the fire probability" for every criterion: the
+    /// keyed draw and the composable mixture read the gate the same way.
+    #[test]
+    fn fires_is_a_draw_below_the_fire_probability() {
+        for c in ALL {
+            for tau in [-0.5, 0.0, 0.3, 1.5] {
+                let Ok(gate) = Gate::new(c, tau) else {
+                    continue; // τ out of range for this criterion
+                };
+                for v in [-1.0, 0.0, 0.3, 2.0] {
+                    let m = all(v);
+                    let f = gate.fire_probability(&m);
+                    let hits = (0..1000)
+                        .filter(|i| gate.fires(&m, (*i as f64 + 0.5) / 1000.0))
+                        .count();
+                    assert!(
+                        (hits as f64 / 1000.0 - f).abs() <= 1e-3,
+                        "{c:?} τ {tau} v {v}"
+                    );
+                    if c == Criterion::Random {
+                        assert_eq!(f, tau.clamp(0.0, 1.0));
+                    } else {
+                        assert!(f == 0.0 || f == 1.0);
+                    }
+                }
+            }
+        }
+    }
 
     /// Every metric set to `v`.
     fn all(v: f64) -> GateInput {

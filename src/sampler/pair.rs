@@ -71,14 +71,6 @@ impl<T> Pair<T> {
         }
     }
 
-    /// `f` applied to each side (base first).
-    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Pair<U> {
-        Pair {
-            base: f(self.base),
-            rl: f(self.rl),
-        }
-    }
-
     /// The pair with the value of `side` first: (`side`, other side).
     pub fn split(self, side: Side) -> (T, T) {
         match side {
