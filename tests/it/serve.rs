@@ -1206,6 +1206,83 @@ fn serve_llama_server_native_endpoints() {
     error_of(&server.post("/tokenize", &json!({"text": "a"})), 400);
 }
 
+/// `GET /slots`: one slot per `--parallel` sequence with the configured
+/// context; while a generation runs exactly one is busy, with its prompt's
+/// length and `n_decoded + n_remain` equal to its `max_tokens`; afterwards
+/// all are idle again.
+#[test]
+fn serve_slots_show_each_sequence() {
+    let server = tiny_server(&["--parallel", "3"]);
+    let slots = |q: &str| {
+        let r = server.request("GET", &format!("/slots{q}"), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json().as_array().unwrap().clone()
+    };
+    let idle = slots("");
+    let ids: Vec<&Value> = idle.iter().map(|s| &s["id"]).collect();
+    assert_eq!(ids, [&json!(0), &json!(1), &json!(2)]);
+    for s in &idle {
+        assert_eq!(
+            (&s["n_ctx"], &s["is_processing"], &s["id_task"]),
+            (&json!(256), &json!(false), &json!(-1)),
+            "{s}"
+        );
+        assert_eq!(s["speculative"], false);
+    }
+    let prompt = "the answer is";
+    // the tiny fixture adds BOS to a text prompt
+    let n_prompt = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    )["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    let addr = server.addr;
+    let mut seen = None;
+    for _attempt in 0..20 {
+        let holder = std::thread::spawn(move || {
+            let body = json!({"prompt": prompt, "max_tokens": 250, "seed": 1, "model": "rl"});
+            crate::http::request(addr, "POST", "/v1/completions", Some(&body.to_string()))
+        });
+        while !holder.is_finished() {
+            let now = slots("?fail_on_no_slot=1");
+            if now.iter().any(|s| s["is_processing"] == true) {
+                seen = Some(now);
+                break;
+            }
+        }
+        let held = holder.join().unwrap().unwrap();
+        assert_eq!(held.status, 200, "{}", held.body);
+        if seen.is_some() {
+            break;
+        }
+    }
+    let busy = seen.expect("no slot was seen busy during a generation");
+    let running: Vec<&Value> = busy.iter().filter(|s| s["is_processing"] == true).collect();
+    assert_eq!(running.len(), 1, "{busy:?}");
+    let s = running[0];
+    assert_eq!(s["id"], 0, "the lowest free slot");
+    assert!(s["id_task"].as_i64().unwrap() >= 0, "{s}");
+    assert_eq!(s["n_prompt_tokens"], n_prompt);
+    let next = &s["next_token"];
+    assert_eq!(next["has_next_token"], true);
+    assert_eq!(
+        next["n_decoded"].as_u64().unwrap() + next["n_remain"].as_u64().unwrap(),
+        250,
+        "{s}"
+    );
+    // done: every slot idle again
+    for s in slots("") {
+        assert_eq!(
+            (&s["is_processing"], &s["id_task"]),
+            (&json!(false), &json!(-1)),
+            "{s}"
+        );
+    }
+}
+
 #[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
