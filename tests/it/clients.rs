@@ -177,7 +177,8 @@ fn clients_openai_sdk_gets_the_servers_answers() {
 /// score`'s `logp_rl` over the continuation's tokens (the echo path scores
 /// under π_RL in the default `extrapolate` mode), its `acc` must follow
 /// from those sums, and each generated answer must be the server's answer
-/// to the same request sent directly with the same seed.
+/// to the same request sent directly with the same seed, through
+/// `local-completions` and `local-chat-completions` alike.
 #[test]
 fn clients_lm_eval_harness_matches_score_and_direct_requests() {
     let py = match venv_python(
@@ -319,4 +320,26 @@ fn clients_lm_eval_harness_matches_score_and_direct_requests() {
     }
     // temperature 1: the seed lm-eval passed is the one that decided
     assert!(differs_by_seed > 0, "no answer depends on the seed");
+
+    // The chat path: lm-eval sends the messages (the server applies the
+    // chat template) with `until` as `stop` (no EOS string without a
+    // tokenizer).
+    eprintln!("{}", got["chat_table"].as_str().unwrap_or_default());
+    let chats = got["chat_generate"].as_array().unwrap();
+    assert_eq!(chats.len(), limit);
+    for g in chats {
+        let kw = &g["gen_kwargs"];
+        let r = server.post(
+            "/v1/chat/completions",
+            &json!({"model": "dlogp", "messages": g["messages"], "max_tokens": kw["max_gen_toks"],
+                    "temperature": kw["temperature"], "stop": kw["until"], "seed": seed}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            &g["response"],
+            &r.json()["choices"][0]["message"]["content"],
+            "lm-eval's chat answer to {}",
+            g["messages"]
+        );
+    }
 }

@@ -1281,6 +1281,96 @@ fn serve_slots_show_each_sequence() {
             "{s}"
         );
     }
+    // one slot, busy: `?fail_on_no_slot=1` is a 503, plain `/slots` is not
+    let one = tiny_server(&["--parallel", "1"]);
+    let addr = one.addr;
+    let mut refused = None;
+    for _attempt in 0..20 {
+        let holder = std::thread::spawn(move || {
+            let body = json!({"prompt": prompt, "max_tokens": 250, "seed": 1, "model": "rl"});
+            crate::http::request(addr, "POST", "/v1/completions", Some(&body.to_string()))
+        });
+        while !holder.is_finished() {
+            let r = one.request("GET", "/slots?fail_on_no_slot=1", None);
+            if r.status == 503 {
+                refused = Some((r, one.request("GET", "/slots", None)));
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        assert_eq!(holder.join().unwrap().unwrap().status, 200);
+        if refused.is_some() {
+            break;
+        }
+    }
+    let (r, plain) = refused.expect("the only slot was never seen busy");
+    assert_eq!(error_of(&r, 503)["code"], "no_slot_available");
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        one.request("GET", "/slots?fail_on_no_slot=1", None).status,
+        200
+    );
+}
+
+/// vLLM's tokenizer endpoints, as lm-evaluation-harness's `remote`
+/// tokenizer calls them: `/tokenize` with `prompt` and `add_special_tokens`
+/// is `/tokenize` with `content` and `add_special`, `/detokenize` answers
+/// the text as `prompt` too, and `/tokenizer_info` names the vocabulary's
+/// special tokens: its BOS, and an EOS that ends a generation.
+#[test]
+fn serve_vllm_tokenizer_endpoints_for_lm_eval() {
+    let server = tiny_server(&[]);
+    let text = "the answer is 3";
+    for special in [false, true] {
+        let llama = ok(
+            &server,
+            "/tokenize",
+            &json!({"content": text, "add_special": special}),
+        );
+        let vllm = ok(
+            &server,
+            "/tokenize",
+            &json!({"prompt": text, "add_special_tokens": special}),
+        );
+        assert_eq!(llama, vllm);
+    }
+    let ids = ok(&server, "/tokenize", &json!({ "content": text }))["tokens"].clone();
+    let back = ok(&server, "/detokenize", &json!({ "tokens": ids }));
+    // (the tiny fixture's SentencePiece vocabulary gives a leading space)
+    assert_eq!(back["content"].as_str().map(str::trim_start), Some(text));
+    assert_eq!(back["prompt"], back["content"]);
+    let info = server.request("GET", "/tokenizer_info", None);
+    assert_eq!(info.status, 200, "{}", info.body);
+    let info = info.json();
+    assert_eq!(info["model_max_length"], 256);
+    let props = server.request("GET", "/props", None).json();
+    assert_eq!(info["chat_template"], props["chat_template"]);
+    let bos = info["bos_token"].as_str().expect("a bos_token");
+    let with_bos = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": text, "add_special": true}),
+    )["tokens"]
+        .clone();
+    let bos_ids = ok(&server, "/tokenize", &json!({ "content": bos }))["tokens"].clone();
+    assert_eq!(with_bos[0], bos_ids[0], "BOS is {bos}");
+    let eos = info["eos_token"].as_str().expect("an eos_token");
+    let eos_ids = ok(&server, "/tokenize", &json!({ "prompt": eos }))["tokens"].clone();
+    assert_eq!(eos_ids.as_array().unwrap().len(), 1, "{eos} is one token");
+    // and it ends a generation: pushed to the top, it is the first and last token
+    let eos_id = eos_ids[0].as_u64().unwrap();
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": text, "max_tokens": 5, "seed": 0, "logit_bias": {eos_id.to_string(): 100}}),
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let trace = &v["choices"][0]["dlogp"]["tokens"];
+    assert_eq!(
+        (&trace[0]["id"], &trace[0]["eog"]),
+        (&json!(eos_id), &json!(true)),
+        "{v}"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@ off), and prints one JSON object: the command, lm-eval's results, and per
 document what lm-eval sent and recorded, for the Rust test
 (tests/it/clients.rs) to check against the server and `dlogp score`.
 usage: lm_eval_run.py BASE_URL WORKDIR LIMIT SEED
+The generation task runs a second time through `local-chat-completions`
+(`--apply_chat_template`; the server applies the model's template).
 """
 import glob
 import json
@@ -67,42 +69,64 @@ metadata:
   version: 1.0
 """)
 
-out_dir = os.path.join(work, "out")
-model_args = (f"base_url={base_url}/v1/completions,model=dlogp,tokenizer_backend=remote,"
-              f"tokenized_requests=True,max_length=512,seed={seed}")
-cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"),
-       "--model", "local-completions", "--model_args", model_args,
-       "--include_path", tasks, "--tasks", f"{GEN},{MC}", "--limit", limit,
-       "--output_path", out_dir, "--log_samples"]
 env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
            HF_HOME=os.path.join(work, "hf"), TOKENIZERS_PARALLELISM="false")
-run = subprocess.run(cmd, env=env, capture_output=True, text=True)
-sys.stderr.write(run.stderr[-4000:])
-if run.returncode != 0:
-    sys.stderr.write(run.stdout[-4000:])
-    sys.exit(f"lm_eval failed ({run.returncode})")
 
 
-def one(pattern):
+def lm_eval(name, model, model_args, task_names, extra=()):
+    """Run the lm_eval CLI into WORKDIR/NAME; its command, printed table
+    and output directory."""
+    out_dir = os.path.join(work, name)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"),
+           "--model", model, "--model_args", model_args,
+           "--include_path", tasks, "--tasks", ",".join(task_names), "--limit", limit,
+           "--output_path", out_dir, "--log_samples", *extra]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    sys.stderr.write(run.stderr[-4000:])
+    if run.returncode != 0:
+        sys.stderr.write(run.stdout[-4000:])
+        sys.exit(f"lm_eval failed ({run.returncode}): {' '.join(cmd)}")
+    return cmd, run.stdout, out_dir
+
+
+def one(out_dir, pattern):
     found = glob.glob(os.path.join(out_dir, "**", pattern), recursive=True)
     if len(found) != 1:
         sys.exit(f"expected one {pattern} under {out_dir}, found {found}")
     return found[0]
 
 
-results = json.load(open(one("results_*.json")))
+# text completions: both tasks, the server's tokenizer
+cmd, table, out_dir = lm_eval(
+    "completions", "local-completions",
+    f"base_url={base_url}/v1/completions,model=dlogp,tokenizer_backend=remote,"
+    f"tokenized_requests=True,max_length=512,seed={seed}", [GEN, MC])
+results = json.load(open(one(out_dir, "results_*.json")))
 gen, mc = [], []
-for line in open(one(f"samples_{GEN}_*.jsonl")):
+for line in open(one(out_dir, f"samples_{GEN}_*.jsonl")):
     s = json.loads(line)
     context, kwargs = s["arguments"]["gen_args_0"]["arg_0"], s["arguments"]["gen_args_0"]["arg_1"]
     gen.append({"doc_id": s["doc_id"], "context": context, "gen_kwargs": kwargs,
                 "response": s["resps"][0][0]})
-for line in open(one(f"samples_{MC}_*.jsonl")):
+for line in open(one(out_dir, f"samples_{MC}_*.jsonl")):
     s = json.loads(line)
     for k, (arg, resp) in enumerate(zip(s["arguments"].values(), s["resps"])):
         ll, greedy = resp[0]  # logged as strings
         mc.append({"doc_id": s["doc_id"], "choice": k, "context": arg["arg_0"],
                    "continuation": arg["arg_1"], "loglikelihood": float(ll),
                    "is_greedy": greedy in (True, "True")})
-print(json.dumps({"command": cmd, "table": run.stdout, "results": results["results"],
-                  "generate": gen, "loglikelihood": mc}))
+
+# chat completions: the generation task through the chat template
+chat_cmd, chat_table, chat_dir = lm_eval(
+    "chat", "local-chat-completions",
+    f"base_url={base_url}/v1/chat/completions,model=dlogp,seed={seed}", [GEN],
+    ["--apply_chat_template"])
+chat = []
+for line in open(one(chat_dir, f"samples_{GEN}_*.jsonl")):
+    s = json.loads(line)
+    (messages,), kwargs = s["arguments"]["gen_args_0"]["arg_0"], s["arguments"]["gen_args_0"]["arg_1"]
+    chat.append({"doc_id": s["doc_id"], "messages": json.loads(messages), "gen_kwargs": kwargs,
+                 "response": s["resps"][0][0]})
+print(json.dumps({"command": cmd, "table": table, "results": results["results"],
+                  "generate": gen, "loglikelihood": mc, "chat_command": chat_cmd,
+                  "chat_table": chat_table, "chat_generate": chat}))
