@@ -7,6 +7,7 @@ cd "$root"
 "$root/scripts/setup.sh"
 # Real clients for the serve tests (skipped, with the reason, when this fails).
 "$root/scripts/client-venv.sh" >/dev/null || echo "test.sh: the openai SDK venv could not be made; the client tests will skip" >&2
+"$root/scripts/lm-eval-venv.sh" >/dev/null || echo "test.sh: the lm-eval venv could not be made; the lm-eval test will skip" >&2
 # One test at a time: each test already runs llama.cpp on every core, and
 # llama.cpp's spinning thread barriers collapse when oversubscribed.
 # The cdylib (libdlogp.so, linked by the C host test) is built by `cargo

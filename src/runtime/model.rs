@@ -271,6 +271,14 @@ impl Model {
             .map(|t| t.to_string_lossy().into_owned())
     }
 
+    /// The texts of the vocabulary's beginning- and end-of-sequence tokens
+    /// (`None` where it has none), whether or not the model adds them.
+    pub fn bos_eos_texts(&self) -> (Option<String>, Option<String>) {
+        let vocab = self.inner.vocab();
+        let text = |t: LlamaToken| Some(self.special_text(t)).filter(|s| !s.is_empty());
+        (text(vocab.bos()), text(vocab.eos()))
+    }
+
     /// The token text of a special token id, or "" when the model has none.
     pub(crate) fn special_text(&self, token: LlamaToken) -> String {
         if token.0 < 0 {

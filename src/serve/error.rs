@@ -100,6 +100,17 @@ impl ApiError {
         }
     }
 
+    /// 503 for `/slots?fail_on_no_slot=1`: every sequence is decoding.
+    pub fn no_slot() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "no slot available: every sequence is decoding".to_string(),
+            kind: "server_error",
+            param: None,
+            code: Some("no_slot_available"),
+        }
+    }
+
     /// 500: the engine failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -58,6 +58,10 @@ pub struct AppState {
     pub created: u64,
     /// Sequences decoded side by side (`/props`' `total_slots`).
     pub parallel: u32,
+    /// The sequences' states (`/slots`).
+    pub slots: Arc<super::worker::Slots>,
+    /// Whether `--draft` K > 1 (speculative gating).
+    pub speculative: bool,
     pub cors: Arc<super::cors::Cors>,
 }
 
@@ -75,7 +79,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/completion", post(super::native::completion))
         .route("/tokenize", post(super::native::tokenize))
         .route("/detokenize", post(super::native::detokenize))
-        .route("/props", get(super::native::props))
+        .route("/props", get(super::props::props))
+        .route("/tokenizer_info", get(super::props::tokenizer_info))
+        .route("/slots", get(super::props::slots))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -23,6 +23,7 @@ mod fields;
 mod http;
 mod native;
 mod prepared;
+mod props;
 mod reply;
 mod worker;
 
@@ -135,6 +136,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let thread_alive = Arc::clone(&alive);
     let stats = Arc::new(worker::Stats::default());
     let thread_stats = Arc::clone(&stats);
+    let slots = Arc::new(worker::Slots::new(opts.parallel as usize));
+    let thread_slots = Arc::clone(&slots);
     let engine_thread = std::thread::Builder::new()
         .name("dlogp-engine".to_string())
         .spawn(move || {
@@ -149,8 +152,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
                     return;
                 }
             };
-            let mut worker =
-                worker::Worker::new(&thread_pair, jobs_rx, thread_stats, engine_threads);
+            let mut worker = worker::Worker::new(
+                &thread_pair,
+                jobs_rx,
+                thread_stats,
+                thread_slots,
+                engine_threads,
+            );
             worker.run(&mut engine, &thread_alive);
         })?;
     match ready_rx.recv() {
@@ -191,6 +199,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .map_or(0, |d| d.as_secs()),
         cors: Arc::new(opts.cors.clone()),
         parallel: opts.parallel,
+        slots,
+        speculative: opts.draft > 1,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -361,10 +361,14 @@ fn stream(
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
+/// llama-server's fields, and vLLM's names for them (`prompt`,
+/// `add_special_tokens`), which lm-evaluation-harness's `remote` tokenizer
+/// sends.
 #[derive(Debug, Deserialize)]
 struct TokenizeRequest {
+    #[serde(alias = "prompt")]
     content: String,
-    #[serde(default)]
+    #[serde(default, alias = "add_special_tokens")]
     add_special: bool,
     parse_special: Option<bool>,
     #[serde(default)]
@@ -414,7 +418,8 @@ struct DetokenizeRequest {
     tokens: Vec<u32>,
 }
 
-/// `POST /detokenize`: `{"content": text}` of the tokens' texts joined.
+/// `POST /detokenize`: `{"content": text}` of the tokens' texts joined
+/// (and the same text as `prompt`, vLLM's name, for lm-evaluation-harness).
 pub(super) async fn detokenize(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -436,48 +441,6 @@ pub(super) async fn detokenize(
     for &t in &r.tokens {
         bytes.extend(model.piece_bytes(Token(t)));
     }
-    axum::Json(json!({ "content": String::from_utf8_lossy(&bytes) })).into_response()
-}
-
-/// `GET /props`: llama-server's global properties (default generation
-/// settings, slots, model path, chat template) plus the `dlogp` pair.
-pub(super) async fn props(State(st): State<Arc<AppState>>) -> Response {
-    let c = &st.preset;
-    let model = st.pair.base();
-    axum::Json(json!({
-        "default_generation_settings": {
-            "id": 0,
-            "id_task": -1,
-            "n_ctx": st.limits.n_ctx,
-            "speculative": false,
-            "is_processing": false,
-            "params": {
-                "n_predict": -1,
-                "seed": c.seed(),
-                "temperature": c.sampling().temperature,
-                "top_k": c.sampling().top_k,
-                "top_p": c.sampling().top_p,
-                "max_tokens": st.limits.max_tokens,
-                "n_probs": 0,
-                "stream": false,
-                "stop": [],
-            },
-        },
-        "total_slots": st.parallel,
-        "model_path": model.path().display().to_string(),
-        "chat_template": model.chat_template().unwrap_or(""),
-        "modalities": {"vision": false, "audio": false},
-        "build_info": concat!("dlogp ", env!("CARGO_PKG_VERSION")),
-        "is_sleeping": false,
-        "dlogp": {
-            "model": st.default_name,
-            "rl": st.pair.rl_label(),
-            "mode": c.mode(),
-            "gamma": c.gamma(),
-            "tau": c.gate().tau(),
-            "criterion": c.gate().criterion(),
-            "proposer": c.proposer(),
-        },
-    }))
-    .into_response()
+    let text = String::from_utf8_lossy(&bytes);
+    axum::Json(json!({ "content": text, "prompt": text })).into_response()
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -104,6 +104,68 @@ pub struct Stats {
     pub cancelled: AtomicU64,
 }
 
+/// One of the engine's `--parallel` sequences as `/slots` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotState {
+    /// The job decoding on it (`None`: idle).
+    pub task: Option<u64>,
+    pub n_prompt: usize,
+    pub n_decoded: usize,
+    pub max_tokens: usize,
+}
+
+/// The sequences' states, kept by the engine thread as it starts, advances
+/// and ends jobs (one short lock per token), read by `/slots`. A job takes
+/// the lowest free slot; the engine runs at most `--parallel` jobs, so one
+/// is always free when it asks for a job.
+#[derive(Debug)]
+pub struct Slots(Mutex<Vec<SlotState>>);
+
+impl Slots {
+    pub fn new(n: usize) -> Slots {
+        Slots(Mutex::new(vec![SlotState::default(); n]))
+    }
+
+    /// A copy of every slot's state.
+    pub fn snapshot(&self) -> Vec<SlotState> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut Vec<SlotState>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Put `job` on the lowest free slot (`None` if none is free, which the
+    /// engine's bound rules out).
+    fn start(&self, job: &Job) -> Option<usize> {
+        self.update(|slots| {
+            let i = slots.iter().position(|s| s.task.is_none())?;
+            slots[i] = SlotState {
+                task: Some(job.id),
+                n_prompt: job.prompt.len(),
+                n_decoded: 0,
+                max_tokens: job.max_tokens,
+            };
+            Some(i)
+        })
+    }
+
+    fn advance(&self, slot: Option<usize>) {
+        if let Some(i) = slot {
+            self.update(|slots| slots[i].n_decoded += 1);
+        }
+    }
+
+    fn end(&self, slot: Option<usize>) {
+        if let Some(i) = slot {
+            self.update(|slots| slots[i] = SlotState::default());
+        }
+    }
+}
+
 /// A place in the bounded queue (running or waiting), returned on drop.
 pub struct Permit(Arc<AtomicUsize>);
 
@@ -132,6 +194,8 @@ impl Drop for Permit {
 struct Live {
     choice: usize,
     events: Events,
+    /// Its place in [`Slots`] while it decodes.
+    slot: Option<usize>,
     _permit: Permit,
 }
 
@@ -150,6 +214,7 @@ pub struct Worker<'m> {
     jobs: mpsc::Receiver<Submission>,
     live: HashMap<u64, Live>,
     stats: Arc<Stats>,
+    slots: Arc<Slots>,
 }
 
 impl<'m> Worker<'m> {
@@ -157,6 +222,7 @@ impl<'m> Worker<'m> {
         pair: &'m ModelPair,
         jobs: mpsc::Receiver<Submission>,
         stats: Arc<Stats>,
+        slots: Arc<Slots>,
         threads: usize,
     ) -> Worker<'m> {
         Worker {
@@ -166,6 +232,7 @@ impl<'m> Worker<'m> {
             jobs,
             live: HashMap::new(),
             stats,
+            slots,
         }
     }
 
@@ -178,6 +245,7 @@ impl<'m> Worker<'m> {
                 Err(e) => {
                     tracing::error!("the engine failed: {e}");
                     for (_, live) in self.live.drain() {
+                        self.slots.end(live.slot);
                         live.send(Event::Error(ApiError::internal(format!(
                             "generation failed: {e}"
                         ))));
@@ -287,9 +355,10 @@ impl JobSource for Worker<'_> {
             if sub.events.is_closed() {
                 continue; // the client left while queued
             }
-            let live = Live {
+            let mut live = Live {
                 choice: sub.choice,
                 events: sub.events,
+                slot: None,
                 _permit: sub.permit,
             };
             let job = match sub.task {
@@ -306,6 +375,7 @@ impl JobSource for Worker<'_> {
                     continue;
                 }
             };
+            live.slot = self.slots.start(&job);
             self.live.insert(job.id, live);
             return Some(job);
         }
@@ -319,6 +389,7 @@ impl JobSource for Worker<'_> {
         let Some(live) = self.live.get(&id) else {
             return;
         };
+        self.slots.advance(live.slot);
         let (token, bytes) = self.piece(event.trace.chosen);
         let (logprob, top) = match &event.logprobs {
             Some(lp) => (
@@ -365,6 +436,7 @@ impl JobSource for Worker<'_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(live) = self.live.remove(&id) {
+            self.slots.end(live.slot);
             live.send(Event::Done {
                 finish: generation.finish,
                 n_tokens: generation.tokens.len(),
@@ -375,6 +447,7 @@ impl JobSource for Worker<'_> {
 
     fn rejected(&mut self, id: u64, error: DecodeError) {
         if let Some(live) = self.live.remove(&id) {
+            self.slots.end(live.slot);
             live.send(Event::Error(ApiError::bad_request(error.to_string())));
         }
     }

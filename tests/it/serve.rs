@@ -1206,6 +1206,173 @@ fn serve_llama_server_native_endpoints() {
     error_of(&server.post("/tokenize", &json!({"text": "a"})), 400);
 }
 
+/// `GET /slots`: one slot per `--parallel` sequence with the configured
+/// context; while a generation runs exactly one is busy, with its prompt's
+/// length and `n_decoded + n_remain` equal to its `max_tokens`; afterwards
+/// all are idle again.
+#[test]
+fn serve_slots_show_each_sequence() {
+    let server = tiny_server(&["--parallel", "3"]);
+    let slots = |q: &str| {
+        let r = server.request("GET", &format!("/slots{q}"), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json().as_array().unwrap().clone()
+    };
+    let idle = slots("");
+    let ids: Vec<&Value> = idle.iter().map(|s| &s["id"]).collect();
+    assert_eq!(ids, [&json!(0), &json!(1), &json!(2)]);
+    for s in &idle {
+        assert_eq!(
+            (&s["n_ctx"], &s["is_processing"], &s["id_task"]),
+            (&json!(256), &json!(false), &json!(-1)),
+            "{s}"
+        );
+        assert_eq!(s["speculative"], false);
+    }
+    let prompt = "the answer is";
+    // the tiny fixture adds BOS to a text prompt
+    let n_prompt = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": prompt, "add_special": true}),
+    )["tokens"]
+        .as_array()
+        .unwrap()
+        .len();
+    let addr = server.addr;
+    let mut seen = None;
+    for _attempt in 0..20 {
+        let holder = std::thread::spawn(move || {
+            let body = json!({"prompt": prompt, "max_tokens": 250, "seed": 1, "model": "rl"});
+            crate::http::request(addr, "POST", "/v1/completions", Some(&body.to_string()))
+        });
+        while !holder.is_finished() {
+            let now = slots("?fail_on_no_slot=1");
+            if now.iter().any(|s| s["is_processing"] == true) {
+                seen = Some(now);
+                break;
+            }
+        }
+        let held = holder.join().unwrap().unwrap();
+        assert_eq!(held.status, 200, "{}", held.body);
+        if seen.is_some() {
+            break;
+        }
+    }
+    let busy = seen.expect("no slot was seen busy during a generation");
+    let running: Vec<&Value> = busy.iter().filter(|s| s["is_processing"] == true).collect();
+    assert_eq!(running.len(), 1, "{busy:?}");
+    let s = running[0];
+    assert_eq!(s["id"], 0, "the lowest free slot");
+    assert!(s["id_task"].as_i64().unwrap() >= 0, "{s}");
+    assert_eq!(s["n_prompt_tokens"], n_prompt);
+    let next = &s["next_token"];
+    assert_eq!(next["has_next_token"], true);
+    assert_eq!(
+        next["n_decoded"].as_u64().unwrap() + next["n_remain"].as_u64().unwrap(),
+        250,
+        "{s}"
+    );
+    // done: every slot idle again
+    for s in slots("") {
+        assert_eq!(
+            (&s["is_processing"], &s["id_task"]),
+            (&json!(false), &json!(-1)),
+            "{s}"
+        );
+    }
+    // one slot, busy: `?fail_on_no_slot=1` is a 503, plain `/slots` is not
+    let one = tiny_server(&["--parallel", "1"]);
+    let addr = one.addr;
+    let mut refused = None;
+    for _attempt in 0..20 {
+        let holder = std::thread::spawn(move || {
+            let body = json!({"prompt": prompt, "max_tokens": 250, "seed": 1, "model": "rl"});
+            crate::http::request(addr, "POST", "/v1/completions", Some(&body.to_string()))
+        });
+        while !holder.is_finished() {
+            let r = one.request("GET", "/slots?fail_on_no_slot=1", None);
+            if r.status == 503 {
+                refused = Some((r, one.request("GET", "/slots", None)));
+                break;
+            }
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        assert_eq!(holder.join().unwrap().unwrap().status, 200);
+        if refused.is_some() {
+            break;
+        }
+    }
+    let (r, plain) = refused.expect("the only slot was never seen busy");
+    assert_eq!(error_of(&r, 503)["code"], "no_slot_available");
+    assert_eq!(plain.status, 200);
+    assert_eq!(
+        one.request("GET", "/slots?fail_on_no_slot=1", None).status,
+        200
+    );
+}
+
+/// vLLM's tokenizer endpoints, as lm-evaluation-harness's `remote`
+/// tokenizer calls them: `/tokenize` with `prompt` and `add_special_tokens`
+/// is `/tokenize` with `content` and `add_special`, `/detokenize` answers
+/// the text as `prompt` too, and `/tokenizer_info` names the vocabulary's
+/// special tokens: its BOS, and an EOS that ends a generation.
+#[test]
+fn serve_vllm_tokenizer_endpoints_for_lm_eval() {
+    let server = tiny_server(&[]);
+    let text = "the answer is 3";
+    for special in [false, true] {
+        let llama = ok(
+            &server,
+            "/tokenize",
+            &json!({"content": text, "add_special": special}),
+        );
+        let vllm = ok(
+            &server,
+            "/tokenize",
+            &json!({"prompt": text, "add_special_tokens": special}),
+        );
+        assert_eq!(llama, vllm);
+    }
+    let ids = ok(&server, "/tokenize", &json!({ "content": text }))["tokens"].clone();
+    let back = ok(&server, "/detokenize", &json!({ "tokens": ids }));
+    // (the tiny fixture's SentencePiece vocabulary gives a leading space)
+    assert_eq!(back["content"].as_str().map(str::trim_start), Some(text));
+    assert_eq!(back["prompt"], back["content"]);
+    let info = server.request("GET", "/tokenizer_info", None);
+    assert_eq!(info.status, 200, "{}", info.body);
+    let info = info.json();
+    assert_eq!(info["model_max_length"], 256);
+    let props = server.request("GET", "/props", None).json();
+    assert_eq!(info["chat_template"], props["chat_template"]);
+    let bos = info["bos_token"].as_str().expect("a bos_token");
+    let with_bos = ok(
+        &server,
+        "/tokenize",
+        &json!({"content": text, "add_special": true}),
+    )["tokens"]
+        .clone();
+    let bos_ids = ok(&server, "/tokenize", &json!({ "content": bos }))["tokens"].clone();
+    assert_eq!(with_bos[0], bos_ids[0], "BOS is {bos}");
+    let eos = info["eos_token"].as_str().expect("an eos_token");
+    let eos_ids = ok(&server, "/tokenize", &json!({ "prompt": eos }))["tokens"].clone();
+    assert_eq!(eos_ids.as_array().unwrap().len(), 1, "{eos} is one token");
+    // and it ends a generation: pushed to the top, it is the first and last token
+    let eos_id = eos_ids[0].as_u64().unwrap();
+    let v = ok(
+        &server,
+        "/v1/completions",
+        &json!({"prompt": text, "max_tokens": 5, "seed": 0, "logit_bias": {eos_id.to_string(): 100}}),
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let trace = &v["choices"][0]["dlogp"]["tokens"];
+    assert_eq!(
+        (&trace[0]["id"], &trace[0]["eog"]),
+        (&json!(eos_id), &json!(true)),
+        "{v}"
+    );
+}
+
 #[test]
 fn serve_disconnect_cancels_and_frees_the_sequence() {
     let base = smollm2();
