@@ -148,8 +148,18 @@ run_cpu generate --base "$g_base" $g_args -o "$work/g-cpu.jsonl" -q "What is 17 
 g_layers=2; [ -f "$smol" ] && g_layers=30
 dev_greedy() {
   # shellcheck disable=SC2086
-  run_dev generate --base "$g_base" $g_args --gpu-layers "$1" -o "$work/g.jsonl" -q "What is 17 + 25?" &&
+  run_dev generate --base "$g_base" $g_args --gpu-layers "$1" -o "$work/g.jsonl" -q "What is 17 + 25?" || return 1
+  if [ "$g_base" = "$tiny" ] || "${cmp[@]}" same "$work/g-cpu.jsonl" "$work/g.jsonl" >/dev/null; then
     "${cmp[@]}" same "$work/g-cpu.jsonl" "$work/g.jsonl"
+    return
+  fi
+  # SmolLM2 Q4_1: the backends round differently (tenths of a nat), so an
+  # argmax may flip where the top two are that close; teacher-force the
+  # device's tokens through the CPU build instead
+  python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).readline()); print(json.dumps({"id": "greedy", "prompt": sys.argv[2], "response": r["text"]}))' \
+    "$work/g.jsonl" "What is 17 + 25?" >"$work/g-rows.jsonl" &&
+    run_cpu score --base "$g_base" --input "$work/g-rows.jsonl" -o "$work/g-score.jsonl" -q &&
+    "${cmp[@]}" near_greedy "$work/g-score.jsonl"
 }
 for ngl in 0 $((g_layers / 2)) 999; do
   check "generate greedy -ngl $ngl = CPU" dev_greedy "$ngl"
@@ -160,7 +170,7 @@ done
 # the same distribution, and the two runs' replacement ratios are printed.
 read -r inv diff _ < <(run_dev probe $gen_pair --gpu-layers 999 2>/dev/null | tee "$work/probe-pair.json" | "${cmp[@]}" probe /dev/stdin)
 note "batch-invariance probe (device)" "invariant $inv, max |Δ| $diff in the logits (one token alone vs batches of 5, 9, all)"
-s_args="--max-tokens 32 --seed 3 -n 4 --tau -0.1"
+s_args="--max-tokens 32 --seed 3 --samples 4 --tau -0.1"
 # shellcheck disable=SC2086
 run_dev generate $gen_pair $s_args --draft 1 --gpu-layers 999 --trace "$work/lock-trace.jsonl" -o "$work/lock.jsonl" -q "What is 7 + 5?" 2>"$work/err" &&
   run_dev generate $gen_pair $s_args --draft 4 --gpu-layers 999 --trace "$work/spec-trace.jsonl" -o "$work/spec.jsonl" -q "What is 7 + 5?" 2>"$work/spec.err"

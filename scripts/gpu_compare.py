@@ -10,6 +10,7 @@ machine has Python but nothing installable).
   gpu_compare.py same A.jsonl B.jsonl             identical generate rows
   gpu_compare.py stats A.jsonl B.jsonl            replacement ratios of two runs
   gpu_compare.py policy TRACE_A TRACE_B           same gate rate and Δlog p distribution
+  gpu_compare.py near_greedy SCORED.jsonl         greedy tokens are the CPU's top 1 (or a near-tie's 2)
   gpu_compare.py probe PROBE.json                 "invariant max_abs_diff devices"
 Prints one line; exit 1 on a failed check.
 """
@@ -76,6 +77,22 @@ def same(a, b):
     return 1
 
 
+def near_greedy(scored):
+    """A device's greedy tokens, teacher-forced through the CPU build: each
+    must be the CPU's first or second choice (a flip at a near-tie, within
+    the quantized pair's tolerance), and at least 90 % its first."""
+    r = rows(scored)
+    if not r:
+        print("FAIL no tokens scored")
+        return 1
+    ranks = [x["rank"] if "rank" in x else x["rank_base"] for x in r]
+    top1 = sum(1 for k in ranks if k == 0)
+    worst = max(ranks)
+    ok = worst <= 1 and top1 >= 0.9 * len(ranks)
+    print(f"{'ok' if ok else 'FAIL'} {len(ranks)} tokens: {top1} the CPU's argmax, worst rank {worst + 1}")
+    return 0 if ok else 1
+
+
 def stats(a, b):
     def ratio(path):
         r = rows(path)
@@ -136,7 +153,7 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "scores":
         return scores(args[0], args[1], float(args[2]), float(args[3]) if len(args) > 3 else None)
-    return {"zero": zero, "moved": moved, "same": same, "stats": stats, "policy": policy, "probe": probe}[cmd](*args)
+    return {"zero": zero, "moved": moved, "same": same, "stats": stats, "policy": policy, "near_greedy": near_greedy, "probe": probe}[cmd](*args)
 
 
 if __name__ == "__main__":
