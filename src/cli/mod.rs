@@ -12,6 +12,7 @@ mod fixtures;
 mod generate;
 mod inspect;
 mod intervene;
+mod lora_meta;
 mod probe;
 mod score;
 #[cfg(feature = "serve")]
@@ -63,6 +64,9 @@ pub enum Command {
     LoraInit(fixtures::LoraInitArgs),
     /// Shrink a LoRA adapter: lower its rank by truncated SVD and/or store it as F16.
     LoraCompact(compact::LoraCompactArgs),
+    /// Record or show an adapter's task contract (prompt template, chat
+    /// template, answer extraction) without touching its tensors.
+    LoraMeta(lora_meta::LoraMetaArgs),
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
@@ -141,11 +145,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze::run(args),
         Command::Eval(mut args) => {
             args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
             eval::run(args)
         }
         Command::Inspect(args) => inspect::run(args),
         Command::Intervene(mut args) => {
             args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
             intervene::run(args)
         }
         Command::Probe(mut args) => {
@@ -157,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args.resolve()?),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::LoraCompact(args) => compact::run(args),
+        Command::LoraMeta(args) => lora_meta::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
         #[cfg(feature = "serve")]
         Command::Serve(mut args) => {

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod contract;
 pub mod dataset;
 pub mod journal;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub use bench::{
     Bench, BenchError, BenchEvent, BenchModels, BenchSpec, NamedConfig, ScoredResponse,
 };
 pub use calibrate::Calibration;
+pub use contract::{ContractError, ContractSource, PromptOverrides, Prompting, TaskContract};
 pub use dataset::{load, DatasetSpec, Preset};
 pub use journal::{Journal, JournalError};
 pub use metrics::{avg_at_k, pass_at_k, summarize};
