@@ -21,6 +21,7 @@ mod stdio;
 mod tasks;
 #[cfg(feature = "train")]
 mod train;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -51,6 +52,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Token-replacement sweep: accuracy against replaced tokens per criterion (METHOD.md §2).
     Intervene(intervene::InterveneArgs),
+    /// Choose τ and γ of selective extrapolation on a validation split, with
+    /// confidence intervals over problems and a noise-aware rule.
+    Tune(tune::TuneArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
     /// The devices this build runs on and whether their logits are batch-invariant (JSON).
@@ -154,6 +158,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.data.resolve_contract(&args.pair)?;
             intervene::run(args)
         }
+        Command::Tune(mut args) => {
+            args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
+            tune::run(args)
+        }
         Command::Probe(mut args) => {
             args.pair = args.pair.resolve()?;
             probe::run(args)
@@ -180,6 +189,7 @@ fn loads_models(command: &Command) -> bool {
         | Command::Generate(_)
         | Command::Eval(_)
         | Command::Intervene(_)
+        | Command::Tune(_)
         | Command::Analyze(_) => true,
         #[cfg(feature = "train")]
         Command::Train(_) => true,
@@ -207,6 +217,7 @@ fn announce_seed(command: &Command) {
         Command::Generate(a) => a.sampling.seed.announce(),
         Command::Eval(a) => a.sampling.seed.announce(),
         Command::Intervene(a) => a.sampling.seed.announce(),
+        Command::Tune(a) => a.sampling.seed.announce(),
         Command::Analyze(a) => a.sampling.seed.announce(),
         #[cfg(feature = "train")]
         Command::Train(a) => a.seed.announce(),

@@ -1,7 +1,8 @@
 //! Verifiable evaluation: datasets, the seeded arithmetic task generator,
 //! answer extraction and equivalence, Avg@k / Pass@k, running a dataset
 //! under decoding configurations (with a journal to resume from), and the
-//! experiments on top: τ calibration and the token-replacement sweep.
+//! experiments on top: τ calibration, the token-replacement sweep and the
+//! noise-aware τ × γ tuner.
 
 pub mod bench;
 pub mod calibrate;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod run;
 pub mod sweep;
 pub mod tasks;
+pub mod tune;
 pub mod verify;
 
 pub use bench::{
@@ -23,8 +25,8 @@ pub use dataset::{load, DatasetSpec, Preset};
 pub use journal::{Journal, JournalError};
 pub use metrics::{avg_at_k, pass_at_k, summarize};
 pub use run::{
-    markdown_table, summarize_config, ConfigSummary, EvalSummary, Evaluator, Grader, RunStats,
-    SampleKey, SampleRow,
+    markdown_table, problem_counts, summarize_config, ConfigSummary, EvalSummary, Evaluator,
+    Grader, RunStats, SampleKey, SampleRow,
 };
 pub use sweep::{Point, Sweep, SweepPlan};
 pub use tasks::{arith, Task};
