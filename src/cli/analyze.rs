@@ -19,7 +19,7 @@ use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
 use crate::analysis::{FileInfo, Provenance};
 use crate::decode::Mode;
-use crate::eval::{Preset, DEFAULT_PROMPT_TEMPLATE};
+use crate::eval::Preset;
 use crate::io::{is_std_stream, write_atomic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,14 +121,20 @@ fn generate_and_score(
         question_field: None,
         answer_field: None,
         limit: Some(args.limit),
-        template: DEFAULT_PROMPT_TEMPLATE.to_string(),
+        template: None,
+        extract: None,
         last_number: false,
         raw: false,
+        chat: false,
+        no_contract: false,
         tasks: args
             .data
             .is_none()
             .then(|| crate::eval::tasks::arith(args.limit, 0, None)),
+        prompting: None,
     };
+    let mut data_args = data_args;
+    data_args.resolve_contract(pair_args)?;
     let bench = load_bench(pair_args, &data_args, &args.sampling, &args.model, args.k)?;
     let prov = bench_provenance(
         "analyze",

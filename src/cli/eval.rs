@@ -17,8 +17,9 @@ use crate::analysis::{DecodeSettings, FileInfo, Provenance};
 use crate::decode::{DecodeConfig, EngineOptions, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
-    markdown_table, Bench, BenchError, BenchEvent, BenchModels, BenchSpec, DatasetSpec, Extraction,
-    Grader, Journal, Preset, SampleRow, Task, DEFAULT_PROMPT_TEMPLATE,
+    markdown_table, Bench, BenchError, BenchEvent, BenchModels, BenchSpec, ContractSource,
+    DatasetSpec, Extraction, Grader, Journal, Preset, PromptOverrides, Prompting, SampleRow, Task,
+    TaskContract,
 };
 use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 
@@ -41,24 +42,96 @@ pub struct DataArgs {
     /// Use only the first N problems.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Prompt template; `{question}` is replaced by the problem (METHOD.md §5).
-    #[arg(long, default_value = DEFAULT_PROMPT_TEMPLATE)]
-    pub template: String,
-    /// When a response has no \boxed{} or #### answer, grade its last number.
+    /// Prompt template; `{question}` is replaced by the problem. Default: the
+    /// RL adapter's task contract (`dlogp.task.template`, recorded by
+    /// `dlogp train`), else METHOD.md §5's `\boxed{}` prompt.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// How answers are pulled from responses, tried in order. Default: the
+    /// contract's (`dlogp.task.extraction`), else boxed,gsm8k.
+    #[arg(long, value_delimiter = ',')]
+    pub extract: Option<Vec<Extraction>>,
+    /// When no extraction method finds an answer, grade the response's last number.
     #[arg(long)]
     pub last_number: bool,
-    /// Use prompts as written instead of rendering the chat template.
-    #[arg(long)]
+    /// Use prompts as written instead of rendering the chat template
+    /// (default: as the contract says, else the chat template).
+    #[arg(long, conflicts_with = "chat")]
     pub raw: bool,
+    /// Render the chat template even when the contract says its prompts were raw.
+    #[arg(long)]
+    pub chat: bool,
+    /// Ignore the RL side's task contract: METHOD.md §5's prompt and grading
+    /// unless other flags say otherwise.
+    #[arg(long)]
+    pub no_contract: bool,
     /// Problems made in memory instead of read from --data (analyze's
     /// default), which then only names them.
     #[arg(skip)]
     pub tasks: Option<Vec<Task>>,
+    /// The prompt and grading settings, resolved by [`DataArgs::resolve_contract`].
+    #[arg(skip)]
+    pub prompting: Option<Prompting>,
 }
 
 impl DataArgs {
+    /// What the flags set explicitly.
+    pub fn overrides(&self) -> PromptOverrides {
+        PromptOverrides {
+            template: self.template.clone(),
+            chat_template: match (self.raw, self.chat) {
+                (true, _) => Some(false),
+                (false, true) => Some(true),
+                (false, false) => None,
+            },
+            extraction: self.extract.clone(),
+            last_number: self.last_number,
+        }
+    }
+
+    /// Decide the prompt template, chat-template use and grading: the flags,
+    /// then the task contract of the RL side (`dlogp.task.*` in the adapter
+    /// or RL model, unless --no-contract), then METHOD.md §5; say which on
+    /// stderr. A contract that cannot be read is an error naming its key.
+    pub fn resolve_contract(&mut self, pair: &PairArgs) -> anyhow::Result<()> {
+        let rl = pair.rl_lora.as_ref().or(pair.rl.as_ref());
+        let found = match rl {
+            Some(path) if !self.no_contract => TaskContract::read(path)?.map(|c| (path.clone(), c)),
+            _ => None,
+        };
+        let prompting = Prompting::resolve(found, &self.overrides());
+        if let Some(t) = &self.template {
+            check_template(t)?;
+        }
+        if prompting.contract.extraction.is_empty() {
+            anyhow::bail!(
+                "invalid --extract: give at least one method (boxed, gsm8k, last-number)"
+            );
+        }
+        tracing::info!("{}", prompting.describe());
+        self.prompting = Some(prompting);
+        Ok(())
+    }
+
+    /// The resolved settings; [`DataArgs::resolve_contract`] must have run.
+    pub fn prompting(&self) -> &Prompting {
+        self.prompting
+            .as_ref()
+            .expect("DataArgs::resolve_contract decides the prompts")
+    }
+
+    /// The prompt template in use.
+    pub fn template(&self) -> &str {
+        &self.prompting().contract.template
+    }
+
+    /// Whether prompts are used as written (no chat template).
+    pub fn raw(&self) -> bool {
+        !self.prompting().contract.chat_template
+    }
+
     pub fn load(&self) -> anyhow::Result<Vec<Task>> {
-        check_template(&self.template)?;
+        check_template(self.template())?;
         if self.limit == Some(0) {
             anyhow::bail!("invalid --limit: must be at least 1");
         }
@@ -101,11 +174,7 @@ impl DataArgs {
     }
 
     pub fn grader(&self) -> Grader {
-        let mut grader = Grader::default();
-        if self.last_number {
-            grader.methods.push(Extraction::LastNumber);
-        }
-        grader
+        self.prompting().contract.grader()
     }
 }
 
@@ -233,8 +302,8 @@ pub fn load_bench(
         "lora_scale": lora_scale,
         "data": data.data.display().to_string(),
         "problems": tasks.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        "template": data.template,
-        "raw": data.raw,
+        "template": data.template(),
+        "raw": data.raw(),
         "extraction": data.grader().methods,
         "k": k,
         "seed": sampling.seed.value,
@@ -251,8 +320,8 @@ pub fn load_bench(
         load: model_args.load_options(),
         tasks,
         source_name: data.source_name(),
-        template: data.template.clone(),
-        raw: data.raw,
+        template: data.template().to_string(),
+        raw: data.raw(),
         grader: data.grader(),
         k,
         ctx_size: model_args.ctx_size,
@@ -286,7 +355,7 @@ pub fn bench_provenance(
         FileInfo::read(&data.data)
             .map_err(|e| anyhow::anyhow!("{}: could not read: {e}", data.data.display()))?
     });
-    prov.template = Some(data.template.clone());
+    prov.template = Some(data.template().to_string());
     prov.seed = Some(sampling.seed.value);
     let mut decode = DecodeSettings::from(&sampling.defaults(Mode::Base)?);
     decode.mode = None;
@@ -294,8 +363,12 @@ pub fn bench_provenance(
     let mut settings = json!({
         "max_tokens": sampling.max_tokens,
         "stop": sampling.stop,
-        "raw": data.raw,
+        "raw": data.raw(),
         "extraction": data.grader().methods,
+        "contract": match &data.prompting().source {
+            ContractSource::File(p) => Some(p.display().to_string()),
+            ContractSource::MethodDefault => None,
+        },
         "limit": data.limit,
         "preset": data.preset,
     });

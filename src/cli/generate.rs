@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::args::{ModelArgs, PairArgs};
 use super::eval::SamplingArgs;
 use crate::decode::{Engine, EngineOptions, Generation, Mode, Request};
+use crate::eval::verify::prompt_for;
+use crate::eval::{ContractSource, PromptOverrides, Prompting, TaskContract};
 use crate::io::{ensure_distinct, is_std_stream, read_rows_from, InputRow, Output, RowBody};
 use crate::runtime::{Model, ModelPair, PromptFormat};
 
@@ -55,9 +57,22 @@ pub struct GenerateArgs {
     pub samples: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Use prompts as written instead of rendering the chat template.
-    #[arg(long)]
+    /// Use prompts as written instead of rendering the chat template
+    /// (default: as the RL adapter's task contract says, else the chat template).
+    #[arg(long, conflicts_with = "chat")]
     pub raw: bool,
+    /// Render the chat template even when the adapter's task contract says
+    /// its prompts were raw.
+    #[arg(long)]
+    pub chat: bool,
+    /// Wrap each text prompt in the RL adapter's training template
+    /// (`dlogp.task.template`, `{question}` = the prompt), as `dlogp eval`
+    /// does; without it prompts are used as given.
+    #[arg(long)]
+    pub task_template: bool,
+    /// Ignore the RL side's task contract (chat template unless --raw).
+    #[arg(long, conflicts_with = "task_template")]
+    pub no_contract: bool,
     /// No summary on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -84,6 +99,58 @@ struct TraceRow<'a> {
     chosen: u32,
     gate: bool,
     dlogp: Option<f64>,
+}
+
+/// The chat-template use (and, with --task-template, the template) of
+/// `generate`: flags, then the RL side's task contract, then the chat
+/// template; logged. The contract's template is applied only when asked:
+/// a generate prompt is free text (it may already end "Answer with just
+/// the number."), not a task question. Its answer extraction does not apply.
+fn generate_prompting(args: &GenerateArgs) -> anyhow::Result<Prompting> {
+    let rl = args.pair.rl_lora.as_ref().or(args.pair.rl.as_ref());
+    let found = match rl {
+        Some(path) if !args.no_contract => TaskContract::read(path)?.map(|c| (path.clone(), c)),
+        _ => None,
+    };
+    if args.task_template && found.is_none() {
+        anyhow::bail!(
+            "--task-template needs an RL adapter with a task contract (dlogp.task.*), and {} has none\nhint: record one with `dlogp lora-meta`, or drop --task-template",
+            rl.map_or_else(|| "there is no RL side".to_string(), |p| p.display().to_string())
+        );
+    }
+    let flags = PromptOverrides {
+        chat_template: match (args.raw, args.chat) {
+            (true, _) => Some(false),
+            (false, true) => Some(true),
+            (false, false) => None,
+        },
+        ..PromptOverrides::default()
+    };
+    let p = Prompting::resolve(found, &flags);
+    let chat = if p.contract.chat_template {
+        "chat template"
+    } else {
+        "raw (no chat template)"
+    };
+    let from = match (&p.source, p.overridden.is_empty()) {
+        (_, false) => "the flags".to_string(),
+        (ContractSource::File(path), true) => {
+            format!("the task contract of {} (dlogp.task.*)", path.display())
+        }
+        (ContractSource::MethodDefault, true) => "the default".to_string(),
+    };
+    match (&p.source, args.task_template) {
+        (ContractSource::File(_), true) => tracing::info!(
+            "prompts: {chat} (from {from}), each wrapped in the contract's template {:?}",
+            p.contract.template
+        ),
+        (ContractSource::File(_), false) => tracing::info!(
+            "prompts: {chat} (from {from}), as given: the contract's template {:?} is not applied (--task-template applies it)",
+            p.contract.template
+        ),
+        _ => tracing::debug!("prompts: {chat} (from {from}), as given"),
+    }
+    Ok(p)
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -162,7 +229,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(|| single.as_ref().expect("loaded"), ModelPair::base);
 
-    let format = PromptFormat::for_model(model, args.raw)?;
+    let prompting = generate_prompting(&args)?;
+    let template = args
+        .task_template
+        .then(|| prompting.contract.template.clone());
+    let format = PromptFormat::for_model(model, !prompting.contract.chat_template)?;
     let n_ctx = args.model.ctx_size(model.n_ctx_train())?;
     let mut requests = Vec::with_capacity(rows.len() * args.samples);
     for (i, row) in rows.iter().enumerate() {
@@ -172,10 +243,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             format!("{source_name}:{} (id {})", row.line, row.id)
         };
         let text = match &row.body {
-            RowBody::Completion { prompt, .. } => format.user_prompt(prompt),
+            RowBody::Completion { prompt, .. } => match &template {
+                Some(t) => format.user_prompt(&prompt_for(prompt, t)),
+                None => format.user_prompt(prompt),
+            },
             RowBody::Chat { messages } => format.chat_prompt(messages),
         }
         .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        if i == 0 {
+            tracing::debug!("prompt of {label}: {text:?}");
+        }
         let prompt = format.tokenize_prompt_within(model, &text, n_ctx as usize, &label)?;
         for s in 0..args.samples {
             requests.push(Request {

@@ -12,6 +12,7 @@ mod fixtures;
 mod generate;
 mod inspect;
 mod intervene;
+mod lora_meta;
 mod probe;
 mod score;
 #[cfg(feature = "serve")]
@@ -20,6 +21,7 @@ mod stdio;
 mod tasks;
 #[cfg(feature = "train")]
 mod train;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -50,6 +52,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Token-replacement sweep: accuracy against replaced tokens per criterion (METHOD.md §2).
     Intervene(intervene::InterveneArgs),
+    /// Choose τ and γ of selective extrapolation on a validation split, with
+    /// confidence intervals over problems and a noise-aware rule.
+    Tune(tune::TuneArgs),
     /// Show a GGUF model's or adapter's metadata, hyper-parameters and tensors.
     Inspect(inspect::InspectArgs),
     /// The devices this build runs on and whether their logits are batch-invariant (JSON).
@@ -63,6 +68,9 @@ pub enum Command {
     LoraInit(fixtures::LoraInitArgs),
     /// Shrink a LoRA adapter: lower its rank by truncated SVD and/or store it as F16.
     LoraCompact(compact::LoraCompactArgs),
+    /// Record or show an adapter's task contract (prompt template, chat
+    /// template, answer extraction) without touching its tensors.
+    LoraMeta(lora_meta::LoraMetaArgs),
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
@@ -141,12 +149,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze::run(args),
         Command::Eval(mut args) => {
             args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
             eval::run(args)
         }
         Command::Inspect(args) => inspect::run(args),
         Command::Intervene(mut args) => {
             args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
             intervene::run(args)
+        }
+        Command::Tune(mut args) => {
+            args.pair = args.pair.resolve()?;
+            args.data.resolve_contract(&args.pair)?;
+            tune::run(args)
         }
         Command::Probe(mut args) => {
             args.pair = args.pair.resolve()?;
@@ -157,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args.resolve()?),
         Command::LoraInit(args) => fixtures::run_lora_init(args),
         Command::LoraCompact(args) => compact::run(args),
+        Command::LoraMeta(args) => lora_meta::run(args),
         Command::Fixtures(args) => fixtures::run_fixtures(args),
         #[cfg(feature = "serve")]
         Command::Serve(mut args) => {
@@ -173,6 +189,7 @@ fn loads_models(command: &Command) -> bool {
         | Command::Generate(_)
         | Command::Eval(_)
         | Command::Intervene(_)
+        | Command::Tune(_)
         | Command::Analyze(_) => true,
         #[cfg(feature = "train")]
         Command::Train(_) => true,
@@ -200,6 +217,7 @@ fn announce_seed(command: &Command) {
         Command::Generate(a) => a.sampling.seed.announce(),
         Command::Eval(a) => a.sampling.seed.announce(),
         Command::Intervene(a) => a.sampling.seed.announce(),
+        Command::Tune(a) => a.sampling.seed.announce(),
         Command::Analyze(a) => a.sampling.seed.announce(),
         #[cfg(feature = "train")]
         Command::Train(a) => a.seed.announce(),

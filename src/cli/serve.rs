@@ -67,6 +67,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "dlogp serve needs a pair\nhint: pass --rl FILE or --rl-lora FILE next to --base"
         );
     };
+    if let Some(path) = args.pair.rl_lora.as_ref().or(args.pair.rl.as_ref()) {
+        // The server builds no prompts from templates: chat endpoints render
+        // the chat template, completion endpoints take the prompt as written
+        // (the APIs' own rules), so a contract is only announced.
+        if let Some(c) = crate::eval::TaskContract::read(path)? {
+            tracing::info!(
+                "{} was trained on prompts: {c}; the server applies no task template (chat completions render the chat template, completions take the prompt as written): clients reproduce the training prompts themselves",
+                path.display()
+            );
+        }
+    }
     let parallel = args.parallel;
     let preset = args.decode.resolve(args.mode, 0)?;
     if args.draft == 0 {

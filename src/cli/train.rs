@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::args::{parse_seed, ModelArgs, Seed};
 use crate::eval::dataset::{self, DatasetSpec, Preset};
 use crate::eval::tasks::{arith, Task, LEVELS};
-use crate::eval::verify::{prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};
-use crate::eval::Grader;
+use crate::eval::verify::{check_template, prompt_for, Extraction, DEFAULT_PROMPT_TEMPLATE};
+use crate::eval::{Grader, TaskContract};
 use crate::runtime::{Model, PromptFormat};
 use crate::train::config::ReweightKind;
 use crate::train::loss::ClipParams;
@@ -237,6 +237,17 @@ impl TrainArgs {
         Ok(settings)
     }
 
+    /// How prompts are built and rewards graded: recorded in the adapter
+    /// (`dlogp.task.*`) so that `eval` builds the same prompts.
+    fn task_contract(&self) -> TaskContract {
+        TaskContract {
+            template: self.template.clone(),
+            chat_template: !self.raw,
+            extraction: self.extract.clone(),
+            max_tokens: Some(self.max_tokens as u64),
+        }
+    }
+
     fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         match (&self.data, self.arith) {
             (Some(path), _) => {
@@ -333,6 +344,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     init_threads();
     let settings = args.settings()?;
+    check_template(&args.template)?;
+    if args.extract.is_empty() {
+        anyhow::bail!("invalid --extract: give at least one method (boxed, gsm8k, last-number)");
+    }
     let tasks = args.tasks()?;
     if tasks.is_empty() {
         anyhow::bail!("the task set is empty");
@@ -377,6 +392,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Trainer::new(args.base(), prompts, settings, &device)?
     };
     trainer.set_workers(workers)?;
+    trainer.set_task_contract(args.task_contract());
     tracing::info!(
         "training {} LoRA parameters ({} tensors) on {}, {} tasks, {workers} trainer thread(s), {:?}",
         trainer.policy().n_params(),

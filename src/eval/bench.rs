@@ -168,6 +168,9 @@ impl Bench {
                     row: label(t),
                     reason,
                 })?;
+            if prompts.is_empty() {
+                tracing::debug!("prompt of {}: {text:?}", label(t));
+            }
             prompts.push(format.tokenize_prompt_within(model, &text, max_ctx, &label(t))?);
         }
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);

@@ -121,6 +121,38 @@ pub enum SummaryError {
     Metric(#[from] MetricError),
 }
 
+/// Per problem (in `tasks` order), `(samples, correct)` of configuration
+/// `name` from its rows (any order; rows of other configurations and
+/// problems are ignored). Every problem must have exactly `k` samples.
+pub fn problem_counts(
+    name: &str,
+    tasks: &[Task],
+    rows: &[SampleRow],
+    k: usize,
+) -> Result<Vec<(usize, usize)>, SummaryError> {
+    let index: std::collections::HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut counts = vec![(0usize, 0usize); tasks.len()];
+    for r in rows.iter().filter(|r| r.config == name) {
+        if let Some(&i) = index.get(r.id.as_str()) {
+            counts[i].0 += 1;
+            counts[i].1 += usize::from(r.correct);
+        }
+    }
+    if let Some((i, &(got, _))) = counts.iter().enumerate().find(|(_, c)| c.0 != k) {
+        return Err(SummaryError::Incomplete {
+            config: name.to_string(),
+            id: tasks[i].id.clone(),
+            n: got,
+            k,
+        });
+    }
+    Ok(counts)
+}
+
 /// Summarises one configuration from its rows (any order; rows of other
 /// configurations are ignored). Every problem must have exactly `k` samples.
 pub fn summarize_config(
@@ -131,31 +163,17 @@ pub fn summarize_config(
     k: usize,
     stats: RunStats,
 ) -> Result<ConfigSummary, SummaryError> {
-    let index: std::collections::HashMap<&str, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.id.as_str(), i))
-        .collect();
-    let mut counts = vec![(0usize, 0usize); tasks.len()];
+    let counts = problem_counts(name, tasks, rows, k)?;
+    let ids: std::collections::HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
     let (mut ratio, mut tokens, mut truncated, mut n) = (0.0, 0usize, 0usize, 0usize);
-    for r in rows.iter().filter(|r| r.config == name) {
-        let Some(&i) = index.get(r.id.as_str()) else {
-            continue;
-        };
-        counts[i].0 += 1;
-        counts[i].1 += usize::from(r.correct);
+    for r in rows
+        .iter()
+        .filter(|r| r.config == name && ids.contains(r.id.as_str()))
+    {
         ratio += r.replacement_ratio;
         tokens += r.n_tokens;
         truncated += usize::from(r.finish == Finish::Length);
         n += 1;
-    }
-    if let Some((i, &(got, _))) = counts.iter().enumerate().find(|(_, c)| c.0 != k) {
-        return Err(SummaryError::Incomplete {
-            config: name.to_string(),
-            id: tasks[i].id.clone(),
-            n: got,
-            k,
-        });
     }
     let (avg_at_k, pass_at_k) = summarize(&counts, k)?;
     let n_f = n.max(1) as f64;

@@ -41,4 +41,4 @@ pub use reader::{GgufFile, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 pub use tensor::TensorInfo;
 pub use validate::{problems, Problem, Subject};
 pub use value::{Array, Value, ValueType};
-pub use writer::{write_atomic, GgufWriter};
+pub use writer::{rewrite_metadata, write_atomic, GgufWriter};

@@ -138,29 +138,22 @@ impl GgufWriter {
     pub fn to_bytes(&self) -> Result<Vec<u8>, GgufError> {
         let alignment = self.alignment()?;
         let align = |n: u64| n.checked_next_multiple_of(alignment).unwrap_or(u64::MAX);
-        let mut out = Vec::new();
-        out.extend_from_slice(&GGUF_MAGIC);
-        out.extend_from_slice(&WRITE_VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            put_string(&mut out, key);
-            out.extend_from_slice(&value.value_type().id().to_le_bytes());
-            put_value(&mut out, key, value)?;
-        }
         let mut offset = 0u64;
-        for t in &self.tensors {
-            put_string(&mut out, &t.name);
-            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-            offset = align(offset + t.data.len() as u64);
-        }
-        let header_end = align(out.len() as u64);
-        pad(&mut out, header_end);
+        let infos: Vec<TensorInfo> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let info = TensorInfo {
+                    name: t.name.clone(),
+                    dims: t.dims.clone(),
+                    ggml_type: t.ggml_type,
+                    offset,
+                };
+                offset = align(offset + t.data.len() as u64);
+                info
+            })
+            .collect();
+        let mut out = header_bytes(&self.metadata, &infos, alignment)?;
         let data_start = out.len() as u64;
         for t in &self.tensors {
             out.extend_from_slice(&t.data);
@@ -176,6 +169,100 @@ impl GgufWriter {
         let bytes = self.to_bytes()?;
         write_atomic(path, &bytes)
     }
+}
+
+/// The header of a GGUF v3 file (magic, counts, metadata, tensor infos with
+/// their offsets as given), padded to `alignment`: the data section follows.
+fn header_bytes(
+    metadata: &[(String, Value)],
+    tensors: &[TensorInfo],
+    alignment: u64,
+) -> Result<Vec<u8>, GgufError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&GGUF_MAGIC);
+    out.extend_from_slice(&WRITE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_string(&mut out, key);
+        out.extend_from_slice(&value.value_type().id().to_le_bytes());
+        put_value(&mut out, key, value)?;
+    }
+    for t in tensors {
+        put_string(&mut out, &t.name);
+        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
+        out.extend_from_slice(&t.offset.to_le_bytes());
+    }
+    let header_end = (out.len() as u64)
+        .checked_next_multiple_of(alignment)
+        .unwrap_or(u64::MAX);
+    pad(&mut out, header_end);
+    Ok(out)
+}
+
+/// Rewrite the metadata of the GGUF file at `src` into `dst` (which may be
+/// `src` itself) without touching its tensors: the header is rebuilt from
+/// `metadata` and the tensor infos as they are (names, shapes, types,
+/// offsets), and the data section is copied byte for byte. The result is
+/// written to a temporary file beside `dst` and renamed over it, so `dst` is
+/// either the old file or the whole new one.
+///
+/// `metadata` must keep the file's alignment (`general.alignment`), since
+/// the tensor offsets are kept; keys must be unique.
+pub fn rewrite_metadata(
+    src: &Path,
+    dst: &Path,
+    metadata: &[(String, Value)],
+) -> Result<(), GgufError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let file = super::reader::GgufFile::open(src)?;
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in metadata {
+        if !seen.insert(k.as_str()) {
+            return Err(GgufError::DuplicateKey {
+                origin: super::error::Origin(Some(dst.to_path_buf())),
+                key: k.clone(),
+            });
+        }
+    }
+    let mut probe = GgufWriter::new();
+    if let Some((_, v)) = metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
+        probe.set(ALIGNMENT_KEY, v.clone());
+    }
+    let alignment = probe.alignment()?;
+    if alignment != file.alignment {
+        return Err(GgufError::BadAlignment {
+            origin: super::error::Origin(Some(dst.to_path_buf())),
+            value: format!(
+                "{alignment} (the tensors are laid out for {}; the alignment cannot change in a metadata rewrite)",
+                file.alignment
+            ),
+        });
+    }
+    let header = header_bytes(metadata, &file.tensors, alignment)?;
+    let mut input = std::fs::File::open(src).map_err(|e| GgufError::io(src, e))?;
+    input
+        .seek(SeekFrom::Start(file.data_offset))
+        .map_err(|e| GgufError::io(src, e))?;
+    let mut out = crate::io::Output::create(dst).map_err(|e| GgufError::io(dst, e))?;
+    out.write_all(&header).map_err(|e| GgufError::io(dst, e))?;
+    let data_len = file.file_len - file.data_offset;
+    let copied = std::io::copy(&mut Read::take(&mut input, data_len), &mut out)
+        .map_err(|e| GgufError::io(src, e))?;
+    if copied != data_len {
+        return Err(GgufError::io(
+            src,
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file shrank while it was copied ({copied} of {data_len} data bytes)"),
+            ),
+        ));
+    }
+    out.commit().map_err(|e| GgufError::io(dst, e))
 }
 
 fn pad(out: &mut Vec<u8>, to: u64) {

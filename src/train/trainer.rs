@@ -27,6 +27,7 @@ use super::model::Policy;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use super::rollout::{load_policy, sample_groups, Rollout, RolloutOptions};
 use super::TrainError;
+use crate::eval::TaskContract;
 use crate::gguf::{GgufFile, GgufWriter, LoraTensor, Value};
 
 /// Everything that determines a run (saved in checkpoints and adapters).
@@ -296,6 +297,8 @@ pub struct Trainer {
     last: Option<StepMetrics>,
     /// Threads that process sequences side by side (none: the caller's thread).
     pool: Option<rayon::ThreadPool>,
+    /// How the prompts were built and the rewards graded, recorded in adapters.
+    task: Option<TaskContract>,
 }
 
 struct Sequence {
@@ -349,6 +352,7 @@ impl Trainer {
             scratch,
             last: None,
             pool: None,
+            task: None,
         })
     }
 
@@ -610,8 +614,14 @@ impl Trainer {
         Ok(m)
     }
 
-    /// Metadata recorded in adapters: the settings, seed, steps, base file
-    /// and the last step's metrics.
+    /// Record `task` (how the prompts were built and the rewards graded) in
+    /// every adapter written from now on, as `dlogp.task.*`.
+    pub fn set_task_contract(&mut self, task: TaskContract) {
+        self.task = Some(task);
+    }
+
+    /// Metadata recorded in adapters: the settings, seed, steps, base file,
+    /// the last step's metrics and the task contract (if set).
     pub fn adapter_metadata(&self) -> Vec<(String, Value)> {
         let mut md = vec![
             (
@@ -638,6 +648,9 @@ impl Trainer {
                 "dlogp.train.metrics".to_string(),
                 Value::string(last.outcome().to_string()),
             ));
+        }
+        if let Some(task) = &self.task {
+            md.extend(task.to_metadata());
         }
         md
     }

@@ -758,3 +758,111 @@ fn eval_on_the_fixtures_with_a_zero_adapter_gives_base_samples_everywhere() {
         .collect();
     assert!(distinct.len() > 1, "samples differ by key");
 }
+
+/// `dlogp tune`: every cell of the τ × γ grid is the `extrapolate`
+/// configuration `dlogp eval` runs under that name (the same samples, the
+/// same Avg@k), with an interval around it, and the choice follows the rule:
+/// the best cell whose lower bound clears rl's upper bound, else the best
+/// estimate, flagged.
+#[test]
+fn tune_reports_every_cell_as_eval_does_and_chooses_by_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<Value> = ["the answer is", "1 + 2 =", "what is", "9 =", "a", "the"]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| serde_json::json!({"id": format!("p{i}"), "question": q, "answer": "8"}))
+        .collect();
+    let data = write_rows(dir.path(), "d.jsonl", &rows);
+    let (base, lora) = (fixture("tiny-llama.gguf"), fixture("tiny-lora-random.gguf"));
+    let common = [
+        "--base",
+        p(&base),
+        "--rl-lora",
+        p(&lora),
+        "--data",
+        p(&data),
+        "--raw",
+        "--template",
+        "{question}",
+        "--extract",
+        "last-number",
+        "-k",
+        "4",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "2",
+        "--threads",
+        "1",
+        "-q",
+    ];
+    let json = dir.path().join("t.json");
+    let mut args = vec![
+        "tune",
+        "--taus",
+        "-0.5,-2",
+        "--gammas",
+        "0,0.3",
+        "--json",
+        p(&json),
+    ];
+    args.extend_from_slice(&common);
+    let out = dlogp(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = read_json(&json);
+    let cells = t["cells"].as_array().unwrap();
+    let names: Vec<&str> = cells
+        .iter()
+        .map(|c| c["config"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "extrapolate:tau=-0.5:gamma=0",
+            "extrapolate:tau=-0.5:gamma=0.3",
+            "extrapolate:tau=-2:gamma=0",
+            "extrapolate:tau=-2:gamma=0.3"
+        ]
+    );
+    assert_eq!(t["n_problems"], 6);
+    assert_eq!(t["interval"], "bootstrap");
+
+    let summary = dir.path().join("s.json");
+    let mut args = vec!["eval", "--modes", "rl,extrapolate:tau=-0.5:gamma=0,extrapolate:tau=-0.5:gamma=0.3,extrapolate:tau=-2:gamma=0,extrapolate:tau=-2:gamma=0.3", "--summary", p(&summary)];
+    args.extend_from_slice(&common);
+    let out = dlogp(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = read_json(&summary);
+    let avg = |i: usize| f(&s["configs"][i], "avg_at_k");
+    assert_eq!(f(&t["rl"], "estimate"), avg(0));
+    for (i, c) in cells.iter().enumerate() {
+        let iv = &c["avg_at_k"];
+        assert_eq!(f(iv, "estimate"), avg(i + 1), "{}", c["config"]);
+        assert!(
+            f(iv, "lo") <= f(iv, "estimate") && f(iv, "estimate") <= f(iv, "hi"),
+            "{c}"
+        );
+        assert_eq!(
+            f(c, "replacement_ratio"),
+            f(&s["configs"][i + 1], "replacement_ratio")
+        );
+    }
+    // the rule, recomputed
+    let rl_hi = f(&t["rl"], "hi");
+    let est = |c: &Value| f(&c["avg_at_k"], "estimate");
+    let beating: Vec<usize> = (0..cells.len())
+        .filter(|&i| f(&cells[i]["avg_at_k"], "lo") > rl_hi)
+        .collect();
+    let chosen = t["selection"]["index"].as_u64().unwrap() as usize;
+    let pool: Vec<usize> = if beating.is_empty() {
+        (0..cells.len()).collect()
+    } else {
+        beating.clone()
+    };
+    let best = pool
+        .iter()
+        .map(|&i| est(&cells[i]))
+        .fold(f64::MIN, f64::max);
+    assert!(pool.contains(&chosen) && est(&cells[chosen]) == best, "{t}");
+    assert_eq!(t["selection"]["beats_reference"], !beating.is_empty());
+}

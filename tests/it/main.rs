@@ -9,6 +9,7 @@ mod cli;
 mod clients;
 mod common;
 mod compact;
+mod contract;
 mod corrupt;
 mod decode;
 mod errors;

@@ -723,6 +723,17 @@ mod cli {
         let metrics: serde_json::Value =
             serde_json::from_str(file.get_str("dlogp.train.metrics").unwrap()).unwrap();
         assert_eq!(metrics["step"], 4);
+        // the task contract: how the prompts were built and graded, as eval reads it
+        let task = dlogp::eval::TaskContract::read(&path).unwrap();
+        assert_eq!(
+            task,
+            Some(dlogp::eval::TaskContract {
+                template: "{question}".to_string(),
+                chat_template: false,
+                extraction: vec![dlogp::eval::Extraction::LastNumber],
+                max_tokens: Some(4),
+            })
+        );
         // trained: B is no longer zero, and llama.cpp loads it as the RL side
         let b_norm: f32 = (0..file.tensors.len())
             .filter(|&i| file.tensors[i].name.ends_with(".lora_b"))

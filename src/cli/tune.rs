@@ -1,0 +1,211 @@
+//! `dlogp tune`: a τ × γ grid of selective extrapolation on a validation
+//! split, every cell with a confidence interval over problems, and a
+//! noise-aware choice (see [`crate::eval::tune`]).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::args::{ModelArgs, PairArgs};
+use super::eval::{
+    bench_provenance, check_outputs, discard_journal, journal_for, load_bench, print_table,
+    progress, with_provenance, write_rows, DataArgs, SamplingArgs,
+};
+use crate::eval::problem_counts;
+use crate::eval::tune::{avg_at_k_interval, select, Cell, IntervalMethod, Tuning};
+use crate::io::write_atomic;
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// The validation split (and how its prompts are built and graded).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Gate thresholds τ of the grid (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        default_value = "-0.1,-0.3,-0.5"
+    )]
+    pub taus: Vec<f64>,
+    /// Extrapolation strengths γ of the grid (comma-separated; 0 is selective replace).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2")]
+    pub gammas: Vec<f64>,
+    /// Samples per problem.
+    #[arg(long, short = 'k', default_value_t = 4)]
+    pub k: usize,
+    /// How the intervals are computed (both treat the problem as the unit).
+    #[arg(long, value_enum, default_value_t = IntervalMethod::Bootstrap)]
+    pub interval: IntervalMethod,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// The grid as JSON {"k", "n_problems", "rl", "cells", "selection", ...}; `-` for stdout.
+    #[arg(long, value_name = "JSON")]
+    pub json: Option<PathBuf>,
+    /// Per-sample JSONL rows, as `dlogp eval --output` (an interrupted run
+    /// resumes from OUTPUT.partial).
+    #[arg(long, short = 'o', value_name = "JSONL")]
+    pub output: Option<PathBuf>,
+    /// Discard OUTPUT.partial from an earlier run instead of resuming it.
+    #[arg(long)]
+    pub restart: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// No progress bar or table.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `extrapolate:tau=T:gamma=G` for every cell, τ-major.
+fn grid(taus: &[f64], gammas: &[f64]) -> anyhow::Result<Vec<(f64, f64, String)>> {
+    if taus.is_empty() || gammas.is_empty() {
+        anyhow::bail!("the grid is empty\nhint: pass --taus and --gammas, e.g. --taus -0.1,-0.3 --gammas 0,0.1");
+    }
+    let mut cells = Vec::new();
+    for &t in taus {
+        for &g in gammas {
+            let name = format!("extrapolate:tau={t}:gamma={g}");
+            if !cells.iter().any(|(_, _, n)| *n == name) {
+                cells.push((t, g, name));
+            }
+        }
+    }
+    Ok(cells)
+}
+
+pub fn run(args: TuneArgs) -> anyhow::Result<()> {
+    if !(args.level > 0.0 && args.level < 1.0) {
+        anyhow::bail!("invalid --level {}: must be between 0 and 1", args.level);
+    }
+    if args.pair.spec().is_none() {
+        anyhow::bail!("tuning needs an RL model\nhint: pass --rl FILE or --lora FILE");
+    }
+    let cells = grid(&args.taus, &args.gammas)?;
+    let journal = journal_for(args.output.as_deref())?;
+    let outputs: Vec<&std::path::Path> = [
+        args.output.as_deref(),
+        args.json.as_deref(),
+        journal.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
+    let stdout_taken = super::stdio::one_stdout(&[
+        ("--output", args.output.as_deref()),
+        ("--json", args.json.as_deref()),
+    ])?;
+    let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
+    let prov = bench_provenance(
+        "tune",
+        &args.pair,
+        &args.data,
+        &args.sampling,
+        json!({"k": args.k, "taus": args.taus, "gammas": args.gammas,
+               "interval": args.interval, "level": args.level}),
+    )?;
+    let list: Vec<&str> = std::iter::once("rl")
+        .chain(cells.iter().map(|(_, _, n)| n.as_str()))
+        .collect();
+    let configs = bench.configs(&list.join(","))?;
+    let (rows, stats) = bench.run(
+        &configs,
+        journal.as_deref(),
+        args.restart,
+        progress(args.quiet),
+    )?;
+    let summary = bench.summary(&configs, &rows, &stats)?;
+    let seed = args.sampling.seed.value;
+    let interval = |name: &str| -> anyhow::Result<_> {
+        let counts = problem_counts(name, &bench.tasks, &rows, args.k)?;
+        let correct: Vec<usize> = counts.iter().map(|&(_, c)| c).collect();
+        Ok(avg_at_k_interval(
+            &correct,
+            args.k,
+            args.interval,
+            args.level,
+            seed,
+        ))
+    };
+    let rl = interval("rl")?;
+    let mut out = Vec::with_capacity(cells.len());
+    for ((tau, gamma, name), s) in cells.iter().zip(&summary.configs[1..]) {
+        out.push(Cell {
+            tau: *tau,
+            gamma: *gamma,
+            config: name.clone(),
+            avg_at_k: interval(name)?,
+            replacement_ratio: s.replacement_ratio,
+        });
+    }
+    let selection = select(&out, &rl);
+    let tuning = Tuning {
+        k: args.k,
+        n_problems: summary.n_problems,
+        seed,
+        interval: args.interval,
+        level: args.level,
+        rl,
+        cells: out,
+        selection,
+    };
+    if let Some(path) = &args.output {
+        write_rows(path, &bench.ordered(&configs, &rows))?;
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&with_provenance(&tuning, &prov)?)? + "\n";
+        write_atomic(path, text.as_bytes())
+            .with_context(|| format!("{}: could not write", path.display()))?;
+    }
+    discard_journal(journal.as_deref())?;
+    print_table(&tuning.markdown(), stdout_taken, args.quiet);
+    if let Some(sel) = selection {
+        let c = &tuning.cells[sel.index];
+        if sel.beats_reference {
+            tracing::info!(
+                "chosen: τ {} γ {} ({}): its lower bound {:.2}% is above rl's upper bound {:.2}%",
+                c.tau,
+                c.gamma,
+                c.config,
+                100.0 * c.avg_at_k.lo,
+                100.0 * tuning.rl.hi
+            );
+        } else {
+            tracing::warn!(
+                "no cell's lower bound is above rl's upper bound ({:.2}%) on {} problems: τ {} γ {} is only the best point estimate ({:.2}%); use more problems or samples to tell them apart",
+                100.0 * tuning.rl.hi,
+                tuning.n_problems,
+                c.tau,
+                c.gamma,
+                100.0 * c.avg_at_k.estimate
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_grid_is_tau_major_without_duplicates() {
+        let g = super::grid(&[-0.1, -0.3, -0.1], &[0.0, 0.2]).unwrap();
+        let names: Vec<&str> = g.iter().map(|c| c.2.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "extrapolate:tau=-0.1:gamma=0",
+                "extrapolate:tau=-0.1:gamma=0.2",
+                "extrapolate:tau=-0.3:gamma=0",
+                "extrapolate:tau=-0.3:gamma=0.2"
+            ]
+        );
+        assert!(super::grid(&[], &[0.1]).is_err());
+    }
+}
