@@ -154,8 +154,9 @@ dev_greedy() {
     return
   fi
   # SmolLM2 Q4_1: the backends round differently (tenths of a nat), so an
-  # argmax may flip where the top two are that close; teacher-force the
-  # device's tokens through the CPU build instead
+  # argmax may flip where the top candidates are that close; teacher-force
+  # the device's tokens through the CPU build instead (gpu_compare.py
+  # near_greedy: each among the CPU's top three, 90 % its argmax)
   python3 -c 'import json, sys; r = json.loads(open(sys.argv[1]).readline()); print(json.dumps({"id": "greedy", "prompt": sys.argv[2], "response": r["text"]}))' \
     "$work/g.jsonl" "What is 17 + 25?" >"$work/g-rows.jsonl" &&
     run_cpu score --base "$g_base" --input "$work/g-rows.jsonl" -o "$work/g-score.jsonl" -q &&

@@ -10,7 +10,7 @@ machine has Python but nothing installable).
   gpu_compare.py same A.jsonl B.jsonl             identical generate rows
   gpu_compare.py stats A.jsonl B.jsonl            replacement ratios of two runs
   gpu_compare.py policy TRACE_A TRACE_B           same gate rate and Δlog p distribution
-  gpu_compare.py near_greedy SCORED.jsonl         greedy tokens are the CPU's top 1 (or a near-tie's 2)
+  gpu_compare.py near_greedy SCORED.jsonl         greedy tokens are the CPU's argmax (or a near-tie's top 3)
   gpu_compare.py probe PROBE.json                 "invariant max_abs_diff devices"
 Prints one line; exit 1 on a failed check.
 """
@@ -79,8 +79,9 @@ def same(a, b):
 
 def near_greedy(scored):
     """A device's greedy tokens, teacher-forced through the CPU build: each
-    must be the CPU's first or second choice (a flip at a near-tie, within
-    the quantized pair's tolerance), and at least 90 % its first."""
+    must be among the CPU's top three (an argmax flip among near-ties, the
+    backends' roundings differing by tenths of a nat), and at least 90 %
+    the CPU's own argmax. Garbage from a broken offload ranks far lower."""
     r = rows(scored)
     if not r:
         print("FAIL no tokens scored")
@@ -88,7 +89,7 @@ def near_greedy(scored):
     ranks = [x["rank"] if "rank" in x else x["rank_base"] for x in r]
     top1 = sum(1 for k in ranks if k == 0)
     worst = max(ranks)
-    ok = worst <= 1 and top1 >= 0.9 * len(ranks)
+    ok = worst <= 2 and top1 >= 0.9 * len(ranks)
     print(f"{'ok' if ok else 'FAIL'} {len(ranks)} tokens: {top1} the CPU's argmax, worst rank {worst + 1}")
     return 0 if ok else 1
 
