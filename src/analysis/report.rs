@@ -525,12 +525,12 @@ impl Analysis {
             if let Some(n) = &self.noise_floor {
                 let s = &n.abs_dlogp;
                 bands.push(Band {
-                    name: format!("noise floor, max |Δ| = {:.3}", s.max),
+                    name: format!("noise floor, max |Δ| = {:.3} (ε-LoRA probe)", s.max),
                     low: -s.max,
                     high: s.max,
                 });
                 bands.push(Band {
-                    name: format!("noise floor, p99 |Δ| = {:.3}", s.p99),
+                    name: format!("noise floor, p99 |Δ| = {:.3} (ε-LoRA probe)", s.p99),
                     low: -s.p99,
                     high: s.p99,
                 });
