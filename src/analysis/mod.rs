@@ -21,5 +21,6 @@ pub mod summary;
 pub use provenance::{DecodeSettings, FileInfo, Provenance};
 pub use record::{read_scores, Metric, ReadError, ScoreRecord};
 pub use summary::{
-    quantile, MetricSummaries, MetricSummary, ScoreReport, ScoreSummary, ThresholdCount,
+    quantile, wilson, MetricSummaries, MetricSummary, NoiseFloor, ScoreReport, ScoreSummary,
+    ThresholdCount, Z95,
 };

@@ -192,6 +192,29 @@ impl Provenance {
         }
     }
 
+    /// The models, adapter and data as `base NAME (sha 1a2b3c4d)`, file
+    /// names only: the short form for figure captions.
+    pub fn short_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, f) in [
+            ("base", &self.base),
+            ("RL", &self.rl),
+            ("RL adapter", &self.adapter),
+            ("data", &self.data),
+        ] {
+            if let Some(f) = f {
+                let name = Path::new(&f.path)
+                    .file_name()
+                    .map_or(f.path.clone(), |n| n.to_string_lossy().into_owned());
+                out.push(match &f.sha256 {
+                    Some(h) => format!("{what} {name} (sha {})", &h[..h.len().min(8)]),
+                    None => format!("{what} {name}"),
+                });
+            }
+        }
+        out
+    }
+
     /// The lines of a report footer.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
@@ -264,9 +287,40 @@ pub fn build_features() -> Vec<String> {
     v
 }
 
+/// Today's date in UTC, `YYYY-MM-DD` (figure captions).
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    civil_date((secs / 86_400) as i64)
+}
+
+/// The proleptic Gregorian date of `days` since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+        assert_eq!(civil_date(20_788), "2026-12-01");
+        assert_eq!(utc_date().len(), 10);
+    }
 
     #[test]
     fn file_info_hashes_the_content() {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sampler::TokenMetrics;
 
@@ -16,7 +16,7 @@ pub const ABS_DLOGP_THRESHOLDS: [f64; 4] = [0.1, 0.5, 1.0, 2.0];
 /// ranks, numpy's default `method="linear"`: for sorted values `x_0 ≤ … ≤ x_{n−1}`
 /// and `q ∈ [0, 1]`, with `h = (n − 1) q`, the quantile is
 /// `x_⌊h⌋ + (h − ⌊h⌋)(x_⌊h⌋+1 − x_⌊h⌋)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricSummary {
     pub count: usize,
     pub mean: f64,
@@ -89,6 +89,58 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     }
 }
 
+/// The measured noise floor of a pair: |Δlog p| between the base and the
+/// base with a negligible update on the same responses (see
+/// `runtime::noise_floor_dlogp`). Δlog p values of the pair inside
+/// `[−p99, p99]` are indistinguishable from rounding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseFloor {
+    /// How it was measured.
+    pub method: String,
+    /// Distribution of |Δlog p| over the probed tokens.
+    pub abs_dlogp: MetricSummary,
+}
+
+impl NoiseFloor {
+    /// The floor from the probe's signed Δlog p values; `None` if empty.
+    pub fn from_dlogp(method: impl Into<String>, dlogp: &[f64]) -> Option<NoiseFloor> {
+        let abs: Vec<f64> = dlogp.iter().map(|d| d.abs()).collect();
+        Some(NoiseFloor {
+            method: method.into(),
+            abs_dlogp: MetricSummary::from_vec(abs)?,
+        })
+    }
+
+    /// One line for people: `noise floor |Δlog p|: p50 …, p95 …, p99 …, max … (n tokens; method)`.
+    pub fn line(&self) -> String {
+        let s = &self.abs_dlogp;
+        format!(
+            "noise floor |dlogp|: p50 {:.4}, p95 {:.4}, p99 {:.4}, max {:.4} ({} tokens; {})",
+            s.p50, s.p95, s.p99, s.max, s.count, self.method
+        )
+    }
+}
+
+/// The normal quantile of a two-sided 95 % interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// The Wilson score interval for `successes` out of `trials` at normal
+/// quantile `z` ([`Z95`] for 95 %): with p = k/n,
+/// `(p + z²/2n ± z √(p(1−p)/n + z²/4n²)) / (1 + z²/n)`, clamped to [0, 1].
+/// Unlike p ± z√(p(1−p)/n) it stays inside [0, 1] and is not empty at p = 0
+/// or 1. No trials: `(0, 1)`.
+pub fn wilson(successes: f64, trials: f64, z: f64) -> (f64, f64) {
+    if trials <= 0.0 {
+        return (0.0, 1.0);
+    }
+    let p = (successes / trials).clamp(0.0, 1.0);
+    let z2 = z * z;
+    let denom = 1.0 + z2 / trials;
+    let center = (p + z2 / (2.0 * trials)) / denom;
+    let half = z * (p * (1.0 - p) / trials + z2 / (4.0 * trials * trials)).sqrt() / denom;
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
 /// One summary per metric of [`TokenMetrics`]; `None` when no tokens were scored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricSummaries {
@@ -125,6 +177,9 @@ pub struct ScoreReport {
     pub dlogp_positive_share: f64,
     /// Share of tokens with Δlog p < 0 (0 when there are no tokens).
     pub dlogp_negative_share: f64,
+    /// The pair's measured noise floor (`dlogp score --noise-floor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<NoiseFloor>,
 }
 
 /// Accumulates [`TokenMetrics`] over responses. Keeps every value (8 × f64
@@ -197,6 +252,7 @@ impl ScoreSummary {
             abs_dlogp_above,
             dlogp_positive_share: share(positive),
             dlogp_negative_share: share(negative),
+            noise_floor: None,
             metrics: MetricSummaries {
                 logp_base: MetricSummary::from_vec(self.logp_base),
                 logp_rl: MetricSummary::from_vec(self.logp_rl),
@@ -280,7 +336,11 @@ impl fmt::Display for ScoreReport {
             "dlogp > 0: {:.2}%  dlogp < 0: {:.2}%",
             100.0 * self.dlogp_positive_share,
             100.0 * self.dlogp_negative_share
-        )
+        )?;
+        if let Some(n) = &self.noise_floor {
+            write!(f, "\n{}", n.line())?;
+        }
+        Ok(())
     }
 }
 
@@ -290,6 +350,41 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn wilson_matches_hand_computed_intervals() {
+        // 8/10: centre (0.8 + 0.19207)/1.38415 = 0.71674, half 0.22657
+        let (lo, hi) = wilson(8.0, 10.0, Z95);
+        assert!(
+            (lo - 0.4902).abs() < 1e-4 && (hi - 0.9433).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        // 0/20: [0, z²/(n + z²)] = [0, 3.8415/23.8415]
+        let (lo, hi) = wilson(0.0, 20.0, Z95);
+        assert_eq!(lo, 0.0);
+        assert!((hi - 0.161_12).abs() < 1e-4, "{hi}");
+        // symmetric: 20/20 mirrors 0/20
+        let (lo2, hi2) = wilson(20.0, 20.0, Z95);
+        assert!((lo2 - (1.0 - hi)).abs() < 1e-12 && hi2 == 1.0);
+        assert_eq!(wilson(0.0, 0.0, Z95), (0.0, 1.0));
+    }
+
+    #[test]
+    fn noise_floor_is_quantiles_of_abs_dlogp() {
+        // |Δ| = 0, 0.1, 0.2, 0.3, 0.4: p50 0.2, p99 = 0.3 + 0.96 · 0.1 = 0.396
+        let n = NoiseFloor::from_dlogp("probe", &[0.1, -0.4, 0.0, -0.2, 0.3]).unwrap();
+        let s = n.abs_dlogp;
+        assert_eq!((s.count, s.min, s.max), (5, 0.0, 0.4));
+        assert!(close(s.p50, 0.2) && close(s.p99, 0.396), "{s:?}");
+        assert!(close(s.mean, 0.2));
+        // identical models: every quantile exactly 0
+        let zero = NoiseFloor::from_dlogp("zero", &[0.0, -0.0, 0.0]).unwrap();
+        assert_eq!((zero.abs_dlogp.p99, zero.abs_dlogp.max), (0.0, 0.0));
+        assert!(NoiseFloor::from_dlogp("none", &[]).is_none());
+        assert!(n
+            .line()
+            .contains("p99 0.3960, max 0.4000 (5 tokens; probe)"));
     }
 
     #[test]

@@ -17,10 +17,11 @@ use super::eval::{bench_provenance, load_bench, DataArgs, SamplingArgs};
 use crate::analysis::plot;
 use crate::analysis::report::{analyze, AnalysisOptions, TokenSet};
 use crate::analysis::{read_scores, Metric};
-use crate::analysis::{FileInfo, Provenance};
+use crate::analysis::{FileInfo, NoiseFloor, Provenance};
 use crate::decode::Mode;
 use crate::eval::Preset;
 use crate::io::{is_std_stream, write_atomic};
+use crate::runtime::{noise_floor_dlogp, NoiseProbe, Overlap, ScoreOptions, ScoreSequence, Token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlotFormat {
@@ -76,6 +77,12 @@ pub struct AnalyzeArgs {
     /// Tokens of context on each side in the top lists.
     #[arg(long, default_value_t = 8)]
     pub context: usize,
+    /// Measure the pair's noise floor (generating from a pair): score both
+    /// sets again with the base against the base plus a LoRA whose B is
+    /// ~1e-7 (a practically zero update), and shade the |Δlog p| it leaves
+    /// (p99 and max) on the Δlog p histogram.
+    #[arg(long)]
+    pub noise_floor: bool,
     /// |Δlog p| above this counts as large in the probability breakdown.
     #[arg(long, default_value_t = 1.0)]
     pub large: f64,
@@ -104,11 +111,12 @@ fn read_set(path: &Path, name: &str) -> anyhow::Result<TokenSet> {
     })
 }
 
-/// Generate with the base and with the RL model, score both sets on the pair.
+/// Generate with the base and with the RL model, score both sets on the
+/// pair, and (with --noise-floor) measure the floor on the same responses.
 fn generate_and_score(
     args: &AnalyzeArgs,
     pair_args: &PairArgs,
-) -> anyhow::Result<(Vec<TokenSet>, Provenance)> {
+) -> anyhow::Result<(Vec<TokenSet>, Provenance, Option<NoiseFloor>)> {
     if pair_args.spec().is_none() {
         anyhow::bail!("analysis needs an RL model\nhint: pass --rl FILE or --lora FILE");
     }
@@ -160,8 +168,71 @@ fn generate_and_score(
             tokens,
         });
     }
-    Ok((sets, prov))
+    let floor = if args.noise_floor {
+        Some(measure_noise_floor(&bench, pair_args, &args.model, &sets)?)
+    } else {
+        None
+    };
+    Ok((sets, prov, floor))
 }
+
+/// The noise floor on the responses of `sets` (ids `PROBLEM#SAMPLE`, as
+/// `Bench::score_records` writes them).
+fn measure_noise_floor(
+    bench: &crate::eval::Bench,
+    pair_args: &PairArgs,
+    model: &super::args::ModelArgs,
+    sets: &[TokenSet],
+) -> anyhow::Result<NoiseFloor> {
+    let problem: HashMap<&str, usize> = bench
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
+    let mut rows: Vec<ScoreSequence> = Vec::new();
+    for set in sets {
+        let mut last: Option<String> = None;
+        for r in &set.tokens {
+            let id = r.id_text().into_owned();
+            if last.as_deref() != Some(id.as_str()) {
+                let p = id
+                    .rsplit_once('#')
+                    .and_then(|(task, _)| problem.get(task))
+                    .with_context(|| format!("response `{id}` names no problem"))?;
+                rows.push(ScoreSequence {
+                    label: format!("{} {id}", set.name),
+                    prompt: bench.prompts[*p].clone(),
+                    response: Vec::new(),
+                });
+                last = Some(id);
+            }
+            let t = r.token.context("a generated token without its id")?;
+            rows.last_mut().expect("pushed").response.push(Token(t));
+        }
+    }
+    let probe = NoiseProbe::default();
+    let options = ScoreOptions {
+        n_ctx: bench.options.n_ctx,
+        n_batch: model.batch_size,
+        n_seq: 8,
+        threads: bench.options.threads,
+        overlap: Overlap::Concurrent,
+        flash_attention: false,
+    };
+    let dlogp = noise_floor_dlogp(
+        pair_args.base(),
+        &model.load_options(),
+        &rows,
+        options,
+        &probe,
+    )?;
+    NoiseFloor::from_dlogp(probe.describe(), &dlogp)
+        .context("no tokens to measure the noise floor on")
+}
+
+/// The file name (without extension) of the multi-panel figure.
+const FIGURE: &str = "figure";
 
 /// What `--data` stands for when analyze generates its own problems.
 const GENERATED: &str = "arith (generated: dlogp tasks arith --seed 0)";
@@ -219,6 +290,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         || args.pair.lora_scaled.is_some()
         || args.data.is_some();
     let files_given = args.base_generated.is_some() || args.rl_generated.is_some();
+    if args.noise_floor && files_given {
+        anyhow::bail!("--noise-floor needs a pair to measure, not score files\nhint: measure it with `dlogp score --noise-floor` on the same rows, or analyze from --base/--data");
+    }
     let sets = match (&args.base_generated, &args.rl_generated) {
         _ if models_given && files_given => {
             anyhow::bail!("give score files (--base-generated/--rl-generated) or models (--base ... --data), not both")
@@ -248,18 +322,22 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             if let Some(p) = r {
                 sets.push(read_set(p, "RL-generated")?);
             }
-            (sets, prov)
+            (sets, prov, None)
         }
     };
-    let (sets, mut prov) = sets;
+    let (sets, mut prov, floor) = sets;
+    let gate = *args.sampling.defaults(Mode::Extrapolate)?.gate();
+    let tau_metric = Metric::of_criterion(gate.criterion());
     let options = AnalysisOptions {
         bins: args.bins,
         top: args.top,
         context: args.context,
         large_threshold: args.large,
+        tau: tau_metric.map(|m| (m, gate.tau())),
         ..AnalysisOptions::default()
     };
     let mut analysis = analyze(&sets, &options);
+    analysis.noise_floor = floor;
     if let Some(s) = prov.settings.as_object_mut() {
         s.extend([
             ("bins".to_string(), args.bins.into()),
@@ -285,7 +363,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: could not create", dir.display()))?;
-        let mut n = 0;
+        analysis
+            .figure()
+            .save(&dir.join(format!("{FIGURE}.{ext}")))?;
+        let mut n = 1;
         for m in Metric::ALL {
             if let Some(p) = analysis.histogram_plot(m) {
                 p.save(&dir.join(format!("{m}.{ext}")))?;
@@ -302,7 +383,12 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                     svgs.insert(m, p.to_svg()?);
                 }
             }
-            analysis.to_html(&svgs)
+            let figure = if plot::ENABLED {
+                Some(analysis.figure().to_svg()?)
+            } else {
+                None
+            };
+            analysis.to_html(figure, &svgs)
         } else {
             let stem = path
                 .file_stem()
@@ -315,14 +401,25 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: could not create", dir.display()))?;
             }
             let mut links = HashMap::new();
+            let mut figure = None;
+            if plot::ENABLED {
+                analysis
+                    .figure()
+                    .save(&dir.join(format!("{FIGURE}.{ext}")))?;
+                figure = Some(format!("{dir_name}/{FIGURE}.{ext}"));
+            }
             for m in Metric::ALL.into_iter().filter(|_| plot::ENABLED) {
                 if let Some(p) = analysis.histogram_plot(m) {
                     p.save(&dir.join(format!("{m}.{ext}")))?;
                     links.insert(m, format!("{dir_name}/{m}.{ext}"));
                 }
             }
-            wrote.push(format!("{} ({} plots)", dir.display(), links.len()));
-            analysis.to_markdown(&links)
+            wrote.push(format!(
+                "{} ({} plots)",
+                dir.display(),
+                links.len() + usize::from(figure.is_some())
+            ));
+            analysis.to_markdown(figure.as_deref(), &links)
         };
         write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: could not write", path.display()))?;
@@ -356,6 +453,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
                 100.0 * above(0.1),
                 100.0 * above(1.0)
             );
+        }
+        if let Some(n) = &analysis.noise_floor {
+            eprintln!("{}", n.line());
         }
         for w in &wrote {
             eprintln!("wrote {w}");

@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use super::args::{ModelArgs, PairArgs};
 use super::eval::with_provenance;
-use crate::analysis::{FileInfo, ScoreRecord, ScoreSummary};
+use crate::analysis::{FileInfo, NoiseFloor, ScoreRecord, ScoreSummary};
 use crate::io::{ensure_distinct, read_rows_from, write_atomic, InputRow, Output, RowBody};
 use crate::runtime::{
-    Model, ModelPair, Overlap, PromptFormat, RuntimeError, ScoreOptions, ScoreSequence, Scorer,
+    noise_floor_dlogp, Model, ModelPair, NoiseProbe, Overlap, PromptFormat, RuntimeError,
+    ScoreOptions, ScoreSequence, Scorer,
 };
 use crate::sampler::{SingleMetrics, TokenMetrics};
 
@@ -45,6 +46,13 @@ pub struct ScoreArgs {
     /// How the two models share the CPU.
     #[arg(long, value_enum, default_value_t = OverlapArg::Auto)]
     pub overlap: OverlapArg,
+    /// Also measure the pair's noise floor: score the rows again with the
+    /// base against the base plus a LoRA whose B is ~1e-7 (a practically
+    /// zero update; on a quantized model it still flips activation
+    /// roundings) and report the |Δlog p| it leaves (p50, p95, p99, max)
+    /// next to the Δlog p quantiles and in --summary as `noise_floor`.
+    #[arg(long)]
+    pub noise_floor: bool,
     /// No summary or progress bar on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -159,7 +167,14 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             progress.finish_and_clear();
             out.commit()
                 .with_context(|| format!("{}: could not write", args.output.display()))?;
-            let report = summary.finish();
+            let mut report = summary.finish();
+            if args.noise_floor {
+                drop(scorer);
+                let probe = NoiseProbe::default();
+                tracing::info!("measuring the noise floor: {}", probe.describe());
+                let dlogp = noise_floor_dlogp(&spec.base, &load, &sequences, options, &probe)?;
+                report.noise_floor = NoiseFloor::from_dlogp(probe.describe(), &dlogp);
+            }
             if let Some(path) = &args.summary {
                 let json = serde_json::to_vec_pretty(&with_provenance(&report, &prov)?)?;
                 write_atomic(path, &json)
@@ -170,6 +185,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             }
         }
         None => {
+            if args.noise_floor {
+                anyhow::bail!("--noise-floor needs a pair\nhint: pass --rl FILE or --lora FILE");
+            }
             let model = Model::load(args.pair.base(), &load)?;
             let prov = provenance()?;
             let options = score_options(&args, &model, threads)?;

@@ -10,7 +10,7 @@ use crate::decode::DecodeConfig;
 use crate::sampler::{Criterion, TokenMetrics};
 
 /// The calibrated thresholds and what they were measured on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Calibration {
     pub n_problems: usize,
     pub n_tokens: usize,

@@ -2,17 +2,18 @@
 //! and RL models alone, then `replace` under each criterion at each
 //! threshold; accuracy against the share of replaced tokens.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bench::NamedConfig;
 use super::calibrate::Calibration;
 use super::run::{ConfigSummary, EvalSummary};
-use crate::analysis::plot::{LinePlot, RefLine, Series};
+use crate::analysis::plot::{LinePlot, RefLine, Series, Style};
+use crate::analysis::{wilson, Z95};
 use crate::decode::{ConfigSpec, DecodeConfig, SpecError};
 use crate::sampler::Criterion;
 
 /// One point of the sweep.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub criterion: Criterion,
     pub tau: f64,
@@ -101,8 +102,9 @@ impl SweepPlan {
     }
 }
 
-/// A finished sweep: the JSON `dlogp intervene --json` writes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A finished sweep: the JSON `dlogp intervene --json` writes (and
+/// `examples/plot_sweep.rs` reads back to redraw the plot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sweep {
     pub k: usize,
     pub n_problems: usize,
@@ -165,41 +167,69 @@ impl Sweep {
         s
     }
 
-    /// Accuracy against replacement ratio, one line per criterion, the base
-    /// and RL models as reference lines.
+    /// Accuracy against replacement ratio, one line per criterion (every
+    /// criterion in the sweep), each point with its Wilson 95 % interval over
+    /// the n·k samples; the base and RL models as dashed reference lines.
     pub fn plot(&self) -> LinePlot {
+        let samples = (self.n_problems * self.k) as f64;
+        let interval = |avg: f64| {
+            let (lo, hi) = wilson((avg * samples).round(), samples, Z95);
+            (100.0 * lo, 100.0 * hi)
+        };
         let mut series: Vec<Series> = Vec::new();
         for p in &self.points {
             let name = p.criterion.to_string();
             let xy = (100.0 * p.replacement_ratio, 100.0 * p.avg_at_k);
+            let err = interval(p.avg_at_k);
             match series.iter_mut().find(|s| s.name == name) {
-                Some(s) => s.points.push(xy),
+                Some(s) => {
+                    s.points.push(xy);
+                    s.errors.push(err);
+                }
                 None => series.push(Series {
                     name,
                     points: vec![xy],
-                    markers: true,
+                    style: Style::Markers,
+                    errors: vec![err],
                 }),
             }
         }
         for s in &mut series {
-            s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut both: Vec<((f64, f64), (f64, f64))> = s
+                .points
+                .iter()
+                .copied()
+                .zip(s.errors.iter().copied())
+                .collect();
+            both.sort_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+            (s.points, s.errors) = both.into_iter().unzip();
         }
+        let k = self.k;
         LinePlot {
-            title: "Token replacement: accuracy against replaced tokens".to_string(),
+            title: format!(
+                "Token replacement: Avg@{k} against replaced tokens (n = {} problems, k = {k})",
+                self.n_problems
+            ),
             x_label: "replaced tokens (%)".to_string(),
-            y_label: format!("Avg@{} (%)", self.k),
+            y_label: format!("Avg@{k} (%)"),
             series,
             references: vec![
                 RefLine {
-                    name: "base".to_string(),
+                    name: format!("base alone ({:.2})", 100.0 * self.base.avg_at_k),
                     y: 100.0 * self.base.avg_at_k,
                 },
                 RefLine {
-                    name: "RL".to_string(),
+                    name: format!("RL alone ({:.2})", 100.0 * self.rl.avg_at_k),
                     y: 100.0 * self.rl.avg_at_k,
                 },
             ],
-            log_y: false,
+            caption: format!(
+                "n = {} problems × k = {k} samples = {} samples per point, seed {}; error bars: \
+                 Wilson 95 % intervals over the {} samples (samples of one problem are correlated, \
+                 so these understate the uncertainty).",
+                self.n_problems, samples, self.seed, samples
+            ),
+            ..LinePlot::default()
         }
     }
 }
@@ -299,6 +329,14 @@ mod tests {
         assert_eq!(plot.series.len(), 2);
         assert_eq!(plot.series[0].points, vec![(5.0, 37.5), (12.5, 50.0)]);
         assert_eq!(plot.references[1].y, 50.0);
+        // Wilson 95 % over n·k = 4 samples: 37.5 % is 1.5 → 2 of 4
+        let (lo, hi) = wilson(2.0, 4.0, Z95);
+        assert_eq!(plot.series[0].errors[0], (100.0 * lo, 100.0 * hi));
+        assert!(
+            plot.title.contains("n = 2 problems, k = 2"),
+            "{}",
+            plot.title
+        );
         // by τ: no targets
         let plan = SweepPlan::new(&taus, None, &defaults()).unwrap();
         assert!(plan.points.iter().all(|p| p.2.is_none()));

@@ -5,6 +5,7 @@ mod backend;
 pub mod chat;
 mod eval;
 mod model;
+mod noise;
 mod pair;
 mod probe;
 mod prompt;
@@ -21,6 +22,7 @@ pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use eval::plain_logits;
 pub use llama_cpp_2::context::LlamaContext;
 pub use model::{ContextOptions, LoadOptions, Model};
+pub use noise::{noise_floor_dlogp, NoiseProbe};
 pub use pair::{check_vocab, ModelPair, PairSpec, RlSource};
 pub use probe::{
     batch_invariance, devices, has_offload_device, model_batch_invariance, BatchInvariance, Device,

@@ -416,16 +416,21 @@ fn intervene_never_and_always_reproduce_base_and_rl() {
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg"));
     let texts: Vec<&str> = svg.lines().map(str::trim).collect();
-    for label in [
-        "never",
-        "always",
-        "random",
-        "base",
-        "RL",
-        "replaced tokens (%)",
-    ] {
+    for label in ["never", "always", "random", "replaced tokens (%)"] {
         assert!(texts.contains(&label), "{label} not in the plot");
     }
+    // the references with their accuracy, n and k, and the intervals' caption
+    for start in ["base alone (", "RL alone (", "Token replacement: Avg@"] {
+        assert!(
+            texts.iter().any(|t| t.starts_with(start)),
+            "{start} not in the plot"
+        );
+    }
+    assert!(texts.iter().any(|t| t.contains("k = ")), "k on the figure");
+    assert!(
+        texts.iter().any(|t| t.contains("Wilson 95 %")),
+        "the bars' caption"
+    );
 }
 
 #[test]
@@ -581,10 +586,18 @@ fn analyze_reports_the_numbers_of_the_score_files() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(
         html.matches("<svg").count(),
-        6,
-        "one inline histogram per metric"
+        7,
+        "the multi-panel figure and one inline histogram per metric"
     );
-    for m in ["dlogp", "entropy_base", "entropy_rl", "kl", "kl_r", "js"] {
+    for m in [
+        "figure",
+        "dlogp",
+        "entropy_base",
+        "entropy_rl",
+        "kl",
+        "kl_r",
+        "js",
+    ] {
         let png = std::fs::read(plots.join(format!("{m}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{m}");
     }
@@ -600,7 +613,20 @@ fn analyze_reports_the_numbers_of_the_score_files() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("![dlogp](rep_plots/dlogp.svg)"), "{text}");
+    assert!(
+        text.contains("![all metrics](rep_plots/figure.svg)"),
+        "{text}"
+    );
     assert!(dir.path().join("rep_plots/dlogp.svg").exists());
+    assert!(dir.path().join("rep_plots/figure.svg").exists());
+    // quantile tables, and the legend's token counts in the SVG
+    assert!(text.contains("| set | tokens | mean | p1 | p5 | p25 | p50 | p75 | p95 | p99 | max |"));
+    let n = sets[1].len();
+    let svg = std::fs::read_to_string(dir.path().join("rep_plots/dlogp.svg")).unwrap();
+    assert!(
+        svg.contains(&format!("RL-generated (n = {n})")),
+        "n in the legend"
+    );
 }
 
 #[test]

@@ -344,3 +344,105 @@ fn single_model_scoring_matches_the_pair_base_side() {
         assert_eq!(a["rank_base"], b["rank"]);
     }
 }
+
+/// The rows of `tests/data/score-rows.jsonl` as SmolLM2 score sequences.
+fn smollm2_sequences(model: &dlogp::runtime::Model) -> Vec<dlogp::runtime::ScoreSequence> {
+    let path = root().join("tests/data/score-rows.jsonl");
+    let input =
+        dlogp::io::read_rows(std::fs::read_to_string(&path).unwrap().as_bytes(), "rows").unwrap();
+    let format = PromptFormat::for_model(model, false).unwrap();
+    input
+        .iter()
+        .map(|row| {
+            format
+                .score_sequence(model, &row.body, "row".into())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn noise_floor_of_identical_functions_is_exactly_zero_and_of_a_tiny_update_is_not() {
+    use dlogp::runtime::{noise_floor_dlogp, LoadOptions, NoiseProbe, Overlap, ScoreOptions};
+    let base = smollm2();
+    let load = LoadOptions::default();
+    let model = dlogp::runtime::Model::load(&base, &load).unwrap();
+    let rows = smollm2_sequences(&model);
+    drop(model);
+    let n_tokens: usize = rows.iter().map(|r| r.response.len()).sum();
+    let options = ScoreOptions {
+        n_ctx: 1024,
+        n_batch: 512,
+        n_seq: 4,
+        threads: 2,
+        overlap: Overlap::Sequential,
+        flash_attention: false,
+    };
+    // B = 0: the probe adapter is the identity, the pair two identical models
+    let zero = NoiseProbe {
+        std: 0.0,
+        ..NoiseProbe::default()
+    };
+    let d = noise_floor_dlogp(&base, &load, &rows, options, &zero).unwrap();
+    assert_eq!(d.len(), n_tokens);
+    assert!(
+        d.iter().all(|&x| x == 0.0),
+        "identical functions: exactly 0"
+    );
+    let floor = dlogp::analysis::NoiseFloor::from_dlogp("zero", &d).unwrap();
+    assert_eq!((floor.abs_dlogp.p99, floor.abs_dlogp.max), (0.0, 0.0));
+    // B ~ N(0, 1e-7²): the quantized model's roundings flip, a few tenths of a nat
+    let tiny = noise_floor_dlogp(&base, &load, &rows, options, &NoiseProbe::default()).unwrap();
+    let floor = dlogp::analysis::NoiseFloor::from_dlogp("tiny", &tiny).unwrap();
+    let s = floor.abs_dlogp;
+    println!(
+        "SmolLM2 Q4_1 noise floor over {} tokens: p50 {:.4} p95 {:.4} p99 {:.4} max {:.4}",
+        s.count, s.p50, s.p95, s.p99, s.max
+    );
+    assert!(s.max > 0.01 && s.max < 1.0, "{s:?}");
+    assert!(s.p50 <= s.p99 && s.p99 <= s.max);
+}
+
+#[test]
+fn score_reports_the_noise_floor_in_its_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = write_rows(dir.path(), "rows.jsonl", &tiny_rows());
+    let summary_path = dir.path().join("summary.json");
+    let records = score(
+        dir.path(),
+        &[
+            "--base",
+            p(&fixture("tiny-llama.gguf")),
+            "--rl-lora",
+            p(&fixture("tiny-lora-random.gguf")),
+            "--input",
+            p(&rows),
+            "--summary",
+            p(&summary_path),
+            "--noise-floor",
+        ],
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    let floor = &summary["noise_floor"];
+    assert_eq!(
+        floor["abs_dlogp"]["count"],
+        json!(records.len()),
+        "{summary}"
+    );
+    assert!(
+        floor["method"].as_str().unwrap().contains("1e-7"),
+        "{floor}"
+    );
+    let (p99, max) = (
+        floor["abs_dlogp"]["p99"].as_f64().unwrap(),
+        floor["abs_dlogp"]["max"].as_f64().unwrap(),
+    );
+    assert!((0.0..=max).contains(&p99), "{floor}");
+    // the pair's own Δlog p is far above a 1e-7 update's
+    let pair_max = summary["metrics"]["dlogp"]["max"].as_f64().unwrap();
+    assert!(
+        max < 0.01 * pair_max.abs().max(1e-3),
+        "{floor} vs {pair_max}"
+    );
+}
