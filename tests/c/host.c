@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "llama.h"
 #include "dlogp.h"
@@ -53,14 +52,17 @@ static int generate(struct llama_context *ctx, const struct llama_vocab *vocab,
     return n;
 }
 
-/* The process's proportional set size (Linux), or -1. */
-static long pss_kib(void) {
-    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+/* A "KEY: N kB" line of a /proc file (Linux), or -1. VmHWM (peak RSS) of
+ * /proc/self/status rather than getrusage's ru_maxrss, which keeps the
+ * parent's peak across fork and exec (a test harness's, here). */
+static long proc_kib(const char *file, const char *key) {
+    FILE *f = fopen(file, "r");
     if (!f) return -1;
     char line[256];
     long kib = -1;
+    size_t n = strlen(key);
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "Pss: %ld kB", &kib) == 1) break;
+        if (strncmp(line, key, n) == 0 && sscanf(line + n, " %ld kB", &kib) == 1) break;
     }
     fclose(f);
     return kib;
@@ -188,9 +190,8 @@ int main(int argc, char **argv) {
     int n = generate(ctx, vocab, chain, prompt, n_prompt, n_predict, out);
     print_tokens("tokens", out, n);
     /* peak RSS and PSS with one dlogp sampler (and its clone) alive */
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("memory: %ld %ld\n", ru.ru_maxrss, pss_kib());
+    printf("memory: %ld %ld\n", proc_kib("/proc/self/status", "VmHWM:"),
+           proc_kib("/proc/self/smaps_rollup", "Pss:"));
     checks &= dlogp_sampler_error(dl) == NULL;
     struct dlogp_stats stats;
     checks &= dlogp_sampler_stats(dl, &stats) == 0;
