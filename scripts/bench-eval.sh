@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Time `dlogp eval` on SmolLM2 + a LoRA adapter, in one run: the same
 # arithmetic problems, samples and seed decoded many sequences side by side
-# (--sequences 8, speculative K = 4) against one sequence at a time
-# (--sequences 1, lockstep). Checks that both give identical samples, prints
+# (--sequences 8, the default lockstep; DRAFT=4 drafts speculatively) against
+# one sequence at a time (--sequences 1, lockstep). Checks that both give identical samples, prints
 # the decoding tokens/s of each configuration (model load excluded), and
 # ends with `parallel/serial = R` over all configurations.
 # Usage: scripts/bench-eval.sh [N_PROBLEMS] [K] [MAX_TOKENS] [extra eval flags...]
@@ -27,7 +27,7 @@ run() { # name, sequences, flags...
 }
 
 run serial 1 "$@"
-run parallel 8 "$@"
+run parallel 8 --draft "${DRAFT:-1}" "$@"
 cmp -s "$work/serial.jsonl" "$work/parallel.jsonl" || { echo "error: parallel and serial samples differ" >&2; exit 1; }
 python3 - "$work/serial.json" "$work/parallel.json" <<'PY'
 import json, sys

@@ -32,6 +32,7 @@ settings=(
   "one|--draft 2|--draft 2"
   "one|--draft 4|--draft 4"
   "many|default|"
+  "many|--draft 1|--draft 1"
   "many|--sequences 1|--sequences 1"
   "many|--sequences 1 --draft 4|--sequences 1 --draft 4"
   "many|--sequences 2|--sequences 2"

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::args::{parse_seed, DecodeArgs, ModelArgs, PairArgs, Seed};
 use crate::analysis::{DecodeSettings, FileInfo, Provenance};
-use crate::decode::{DecodeConfig, EngineOptions, Mode};
+use crate::decode::{DecodeConfig, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
     markdown_table, Bench, BenchError, BenchEvent, BenchModels, BenchSpec, ContractSource,
@@ -200,10 +200,14 @@ pub struct SamplingArgs {
     /// Seed of every random draw (-1: a random seed, announced on stderr).
     #[arg(long, short = 's', value_parser = parse_seed, default_value = "0", allow_negative_numbers = true)]
     pub seed: Seed,
-    /// Draft length K for speculative gating (1: lockstep). Default: 4 when
-    /// several sequences are decoded side by side, else 1.
-    #[arg(long)]
-    pub draft: Option<usize>,
+    /// Draft length K for speculative gating (1: lockstep, both models every
+    /// token; the tokens are the same either way). 1 is the fastest measured
+    /// with the default pair on 2 cores for 1, 4 and 8 prompts
+    /// (scripts/bench-settings.sh); K 4 pays when the gate fires on only a
+    /// few per cent of tokens, or where a batch costs far less than its
+    /// tokens decoded one by one (GPUs).
+    #[arg(long, default_value_t = 1)]
+    pub draft: usize,
     /// Sequences decoded side by side.
     #[arg(long, default_value_t = 8)]
     pub sequences: u32,
@@ -221,7 +225,7 @@ impl SamplingArgs {
         if self.max_tokens == 0 {
             anyhow::bail!("invalid --max-tokens: must be at least 1");
         }
-        if self.draft == Some(0) {
+        if self.draft == 0 {
             anyhow::bail!("invalid --draft 0: must be at least 1 (1 decodes in lockstep)");
         }
         if let Some(i) = self.stop.iter().position(String::is_empty) {
@@ -327,9 +331,7 @@ pub fn load_bench(
         ctx_size: model_args.ctx_size,
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
-        draft: sampling
-            .draft
-            .unwrap_or_else(|| EngineOptions::default_draft(n_seq)),
+        draft: sampling.draft,
         n_seq,
         threads,
         defaults,

@@ -265,10 +265,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let opts = EngineOptions {
         max_tokens: args.sampling.max_tokens,
         stop: args.sampling.stop.clone(),
-        draft: args
-            .sampling
-            .draft
-            .unwrap_or_else(|| EngineOptions::default_draft(n_seq)),
+        draft: args.sampling.draft,
         n_seq,
         n_ctx,
         threads,

@@ -46,19 +46,6 @@ pub struct EngineOptions {
     pub threads: usize,
 }
 
-impl EngineOptions {
-    /// The draft length when the user gives none: 1 (lockstep) for one
-    /// sequence, 4 for several side by side (measured with
-    /// scripts/bench-decode.sh on 2 cores).
-    pub fn default_draft(n_seq: u32) -> usize {
-        if n_seq <= 1 {
-            1
-        } else {
-            4
-        }
-    }
-}
-
 /// A position's full-vocabulary log-probs under one model, when evaluated.
 type LogProbs = Option<Vec<f64>>;
 

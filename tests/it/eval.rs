@@ -206,6 +206,8 @@ fn an_interrupted_eval_resumes_to_the_same_result() {
             "--last-number",
             "--sequences",
             sequences,
+            "--draft",
+            if sequences == "1" { "1" } else { "4" },
             "-o",
             p(rows),
             "--summary",

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The evidence runs of the README's "Evidence at laptop scale" section, on the
+# default pair (SmolLM2-135M-Instruct Q4_1 + the committed lowprob adapter,
+# whose task contract gives the prompt and the grading), T = 1, top-p 0.7,
+# k = 4, up to 48 tokens:
+#   1. the τ × γ grid on a 100-problem validation split (`dlogp tune`);
+#   2. the chosen cell on both test splits (100 and 228 problems), with
+#      intervals over problems and paired differences against the adapter;
+#   3. the RL-proposer variant with the chosen τ, γ on both test splits;
+#   4. the intervention sweep on the first test split with every criterion,
+#      at two target ratios each.
+# Each step is skipped when its output exists, so a rerun resumes; the
+# per-sample rows stay in OUT_DIR (default out/evidence), the summaries go
+# to docs/results/evidence. About 3 h on 2 cores.
+# Usage: scripts/evidence.sh [OUT_DIR]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/fetch-model.sh"
+cargo build --release --quiet
+dlogp="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/dlogp"
+out="$(realpath -m "${1:-out/evidence}")"
+res="$root/docs/results/evidence"
+mkdir -p "$out" "$res"
+cd "$out"
+
+# Data: the test (100) and second test (228) splits of scripts/reproduce.sh,
+# and a new 100-problem validation split (seed 13) disjoint from every split
+# there, the adapter's training split included.
+if [ ! -s valbig.jsonl ]; then
+  for l in 1 3; do
+    for s in 11 12 13; do "$dlogp" tasks arith -n 600 --level "$l" --seed "$s" -o "s$s-l$l.jsonl" 2>/dev/null; done
+  done
+  python3 - <<'PY'
+import json, random
+def uniq(files, seen):
+    out = []
+    for r in (json.loads(x) for f in files for x in open(f)):
+        if r["question"] not in seen:
+            seen.add(r["question"]); out.append(r)
+    random.Random(0).shuffle(out)
+    return out
+def write(name, rows):
+    with open(name, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+seen = set()
+first = uniq(["s11-l1.jsonl", "s11-l3.jsonl"], seen)   # reproduce.sh's test / val / train
+write("test.jsonl", first[:100])
+write("test2.jsonl", uniq(["s12-l1.jsonl", "s12-l3.jsonl"], seen)[:300])
+write("valbig.jsonl", uniq(["s13-l1.jsonl", "s13-l3.jsonl"], seen)[:100])
+PY
+fi
+
+pair=(-m "$root/gguf/SmolLM2-135M-Instruct.Q4_1.gguf" --lora "$root/gguf/SmolLM2-135M-Instruct.arith-lowprob.gguf")
+common=("${pair[@]}" -k 4 --max-tokens 48 --last-number --seed 0 -q)
+taus="${TAUS:--0.15,-0.3,-0.6}"
+gammas="${GAMMAS:-0,0.1,0.3}"
+
+# 1. The grid on validation.
+if [ ! -s "$res/grid-val.json" ]; then
+  "$dlogp" tune --data valbig.jsonl --taus "$taus" --gammas "$gammas" "${common[@]}" \
+    -o grid-val.jsonl --json grid-val.json > grid-val.md
+  cp grid-val.json grid-val.md "$res/"
+fi
+read -r tau gamma < <(python3 -c '
+import json; t = json.load(open("grid-val.json")); c = t["cells"][t["selection"]["index"]]
+print(c["tau"], c["gamma"])')
+cell="extrapolate:tau=$tau:gamma=$gamma"
+echo "chosen on validation: $cell" >&2
+
+# 2. The chosen cell against the adapter on both test splits.
+for split in test test2; do
+  if [ ! -s "$split-chosen.jsonl" ]; then
+    "$dlogp" eval --data "$split.jsonl" --modes "rl,$cell" "${common[@]}" \
+      -o "$split-chosen.jsonl" --summary "$split-chosen.json" > "$split-chosen.md"
+    cp "$split-chosen.json" "$split-chosen.md" "$res/"
+  fi
+done
+
+# 3. The RL-proposer variant on the first test split, 4. the sweep with
+#    every criterion on it, 5. the RL-proposer variant on the second.
+rlprop() { # split
+  if [ ! -s "$1-rlprop.jsonl" ]; then
+    "$dlogp" eval --data "$1.jsonl" --modes "$cell:proposer=rl" "${common[@]}" \
+      -o "$1-rlprop.jsonl" --summary "$1-rlprop.json" > "$1-rlprop.md"
+    cp "$1-rlprop.json" "$1-rlprop.md" "$res/"
+  fi
+}
+rlprop test
+if [ ! -s "$res/sweep.json" ]; then
+  "$dlogp" intervene --data test.jsonl --criteria dlogp,kl,kl-r,js,entropy,entropy-rl,random \
+    --ratios "${RATIOS:-0.05,0.15}" --calibrate 8 "${common[@]}" \
+    -o sweep.jsonl --csv sweep.csv --json sweep.json > sweep.md
+  cp sweep.json sweep.csv sweep.md "$res/"
+fi
+rlprop test2
+
+# Intervals over problems and paired differences from the per-sample rows.
+(cd "$root" && cargo build --release --quiet --example paired_intervals)
+"$(dirname "$dlogp")/examples/paired_intervals" test-*.jsonl test2-*.jsonl > "$res/tests.md"
+cat "$res/tests.md"
