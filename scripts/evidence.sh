@@ -95,7 +95,10 @@ if [ ! -s "$res/sweep.json" ]; then
 fi
 rlprop test2
 
-# Intervals over problems and paired differences from the per-sample rows.
-(cd "$root" && cargo build --release --quiet --example paired_intervals)
-"$(dirname "$dlogp")/examples/paired_intervals" test-*.jsonl test2-*.jsonl > "$res/tests.md"
+# The sweep's figure, and intervals over problems with paired differences
+# from the per-sample rows of the test runs.
+(cd "$root" && cargo build --release --quiet --example plot_sweep --example paired_intervals)
+examples="$(dirname "$dlogp")/examples"
+for ext in svg png; do "$examples/plot_sweep" sweep.json "$res/sweep.$ext"; done
+"$examples/paired_intervals" test-*.jsonl test2-*.jsonl > "$res/tests.md"
 cat "$res/tests.md"
