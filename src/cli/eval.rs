@@ -18,8 +18,8 @@ use crate::decode::{DecodeConfig, Mode};
 use crate::eval::verify::check_template;
 use crate::eval::{
     markdown_table, Bench, BenchError, BenchEvent, BenchModels, BenchSpec, ContractSource,
-    DatasetSpec, Extraction, Grader, Journal, Preset, PromptOverrides, Prompting, SampleRow, Task,
-    TaskContract,
+    DatasetSpec, Extraction, Grader, Journal, NamedConfig, Preset, PromptOverrides, Prompting,
+    RunStats, SampleRow, Task, TaskContract,
 };
 use crate::io::{ensure_distinct, is_std_stream, write_atomic, Output};
 
@@ -420,7 +420,7 @@ pub fn progress(quiet: bool) -> impl FnMut(BenchEvent<'_>) {
 }
 
 /// Writes rows as JSONL atomically.
-pub fn write_rows(path: &Path, rows: &[&SampleRow]) -> anyhow::Result<()> {
+fn write_rows(path: &Path, rows: &[&SampleRow]) -> anyhow::Result<()> {
     let mut out =
         Output::create(path).with_context(|| format!("{}: could not create", path.display()))?;
     for r in rows {
@@ -445,13 +445,13 @@ fn progress_bar(total: usize, quiet: bool) -> ProgressBar {
 
 /// The journal beside `--output`: `None` without one, and for stdout (`-`:
 /// rows go to stdout at the end, and an interrupted run starts afresh).
-pub fn journal_for(output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+fn journal_for(output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     Ok(output.filter(|o| !is_std_stream(o)).map(Journal::path_for))
 }
 
 /// Print a result table: on stdout, or on stderr when an output already
 /// goes to stdout (and then not at all with `quiet`).
-pub fn print_table(table: &str, stdout_taken: bool, quiet: bool) {
+fn print_table(table: &str, stdout_taken: bool, quiet: bool) {
     if !stdout_taken {
         print!("{table}");
     } else if !quiet {
@@ -460,7 +460,7 @@ pub fn print_table(table: &str, stdout_taken: bool, quiet: bool) {
 }
 
 /// Remove the journal once every output is written.
-pub fn discard_journal(journal: Option<&Path>) -> anyhow::Result<()> {
+fn discard_journal(journal: Option<&Path>) -> anyhow::Result<()> {
     if let Some(path) = journal {
         Journal::discard(path)
             .with_context(|| format!("{}: could not remove the journal", path.display()))?;
@@ -496,54 +496,146 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// What `eval`, `tune` and `intervene` write besides the per-sample rows:
+/// each file with its flag, for the checks and the one-stdout rule.
+pub type OutputFlags<'a> = [(&'static str, Option<&'a Path>)];
+
+/// The set-up and wrap-up the bench commands (`eval`, `tune`, `intervene`)
+/// share. `open` checks every output against the inputs (and that at most
+/// one goes to stdout) before anything loads, then loads the bench and
+/// records its provenance; `run` decodes, resuming the journal beside
+/// `--output`; `finish` writes the rows, removes the journal and prints the
+/// result table.
+pub struct BenchCommand {
+    pub bench: Bench,
+    pub prov: Provenance,
+    output: Option<PathBuf>,
+    journal: Option<PathBuf>,
+    stdout_taken: bool,
+    restart: bool,
+    quiet: bool,
+}
+
+/// The flags every bench command has, as `BenchCommand::open` reads them.
+pub struct BenchFlags<'a> {
+    pub command: &'static str,
+    pub pair: &'a PairArgs,
+    pub data: &'a DataArgs,
+    pub sampling: &'a SamplingArgs,
+    pub model: &'a ModelArgs,
+    pub k: usize,
+    /// `--output`: the per-sample rows (and the journal beside them).
+    pub output: Option<&'a Path>,
+    pub restart: bool,
+    pub quiet: bool,
+}
+
+impl BenchCommand {
+    /// `files`: the command's other outputs by flag; `settings`: its own
+    /// settings for the provenance.
+    pub fn open(
+        flags: BenchFlags<'_>,
+        files: &OutputFlags<'_>,
+        settings: serde_json::Value,
+    ) -> anyhow::Result<BenchCommand> {
+        let journal = journal_for(flags.output)?;
+        let outputs: Vec<&Path> = std::iter::once(flags.output)
+            .chain(files.iter().map(|&(_, p)| p))
+            .chain(std::iter::once(journal.as_deref()))
+            .flatten()
+            .collect();
+        check_outputs(&outputs, &flags.pair.inputs_and(&[&flags.data.data]))?;
+        let mut named = vec![("--output", flags.output)];
+        named.extend_from_slice(files);
+        let stdout_taken = super::stdio::one_stdout(&named)?;
+        let bench = load_bench(flags.pair, flags.data, flags.sampling, flags.model, flags.k)?;
+        let prov = bench_provenance(
+            flags.command,
+            flags.pair,
+            flags.data,
+            flags.sampling,
+            settings,
+        )?;
+        Ok(BenchCommand {
+            bench,
+            prov,
+            output: flags.output.map(Path::to_path_buf),
+            journal,
+            stdout_taken,
+            restart: flags.restart,
+            quiet: flags.quiet,
+        })
+    }
+
+    /// Decode every configuration (resuming the journal), with progress.
+    pub fn run(&self, configs: &[NamedConfig]) -> anyhow::Result<(Vec<SampleRow>, Vec<RunStats>)> {
+        Ok(self.bench.run(
+            configs,
+            self.journal.as_deref(),
+            self.restart,
+            progress(self.quiet),
+        )?)
+    }
+
+    /// Writes `value` with the provenance as pretty JSON to `path`, if given.
+    pub fn write_json(
+        &self,
+        path: Option<&Path>,
+        value: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        if let Some(path) = path {
+            let text = serde_json::to_string_pretty(&with_provenance(value, &self.prov)?)? + "\n";
+            write_atomic(path, text.as_bytes())
+                .with_context(|| format!("{}: could not write", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Once every other output is written: the rows to `--output`, the
+    /// journal removed, `table` printed (on stderr when stdout is taken).
+    pub fn finish(
+        self,
+        configs: &[NamedConfig],
+        rows: &[SampleRow],
+        table: &str,
+    ) -> anyhow::Result<()> {
+        if let Some(path) = &self.output {
+            write_rows(path, &self.bench.ordered(configs, rows))?;
+        }
+        discard_journal(self.journal.as_deref())?;
+        print_table(table, self.stdout_taken, self.quiet);
+        Ok(())
+    }
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let journal = journal_for(args.output.as_deref())?;
-    let outputs: Vec<&Path> = [
-        args.output.as_deref(),
-        args.summary.as_deref(),
-        journal.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
-    let stdout_taken = super::stdio::one_stdout(&[
-        ("--output", args.output.as_deref()),
-        ("--summary", args.summary.as_deref()),
-    ])?;
-    let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
-    let prov = bench_provenance(
-        "eval",
-        &args.pair,
-        &args.data,
-        &args.sampling,
+    let cmd = BenchCommand::open(
+        BenchFlags {
+            command: "eval",
+            pair: &args.pair,
+            data: &args.data,
+            sampling: &args.sampling,
+            model: &args.model,
+            k: args.k,
+            output: args.output.as_deref(),
+            restart: args.restart,
+            quiet: args.quiet,
+        },
+        &[("--summary", args.summary.as_deref())],
         json!({"k": args.k, "modes": args.modes}),
     )?;
     let list = args.modes.clone().unwrap_or_else(|| {
-        if bench.pair.is_some() {
+        if cmd.bench.pair.is_some() {
             "base,rl,extrapolate".to_string()
         } else {
             "base".to_string()
         }
     });
-    let configs = bench.configs(&list)?;
-    let (rows, stats) = bench.run(
-        &configs,
-        journal.as_deref(),
-        args.restart,
-        progress(args.quiet),
-    )?;
-    let summary = bench.summary(&configs, &rows, &stats)?;
-    if let Some(path) = &args.output {
-        write_rows(path, &bench.ordered(&configs, &rows))?;
-    }
-    if let Some(path) = &args.summary {
-        let text = serde_json::to_string_pretty(&with_provenance(&summary, &prov)?)? + "\n";
-        write_atomic(path, text.as_bytes())
-            .with_context(|| format!("{}: could not write", path.display()))?;
-    }
-    discard_journal(journal.as_deref())?;
-    print_table(&markdown_table(&summary), stdout_taken, args.quiet);
+    let configs = cmd.bench.configs(&list)?;
+    let (rows, stats) = cmd.run(&configs)?;
+    let summary = cmd.bench.summary(&configs, &rows, &stats)?;
+    cmd.write_json(args.summary.as_deref(), &summary)?;
+    cmd.finish(&configs, &rows, &markdown_table(&summary))?;
     if !args.quiet {
         eprintln!(
             "{} problems × {} samples × {} configurations",

@@ -11,10 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{
-    bench_provenance, check_outputs, discard_journal, journal_for, load_bench, print_table,
-    progress, with_provenance, write_rows, DataArgs, SamplingArgs,
-};
+use super::eval::{progress, BenchCommand, BenchFlags, DataArgs, SamplingArgs};
 use crate::analysis::plot::check_plot_path;
 use crate::decode::Mode;
 use crate::eval::SweepPlan;
@@ -131,36 +128,29 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             anyhow::bail!("invalid --ratios value {r}: must be in (0, 1)");
         }
     }
-    let journal = journal_for(args.output.as_deref())?;
-    let outputs: Vec<&std::path::Path> = [
-        args.output.as_deref(),
-        args.csv.as_deref(),
-        args.json.as_deref(),
-        args.plot.as_deref(),
-        journal.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
-    let stdout_taken = super::stdio::one_stdout(&[
-        ("--output", args.output.as_deref()),
-        ("--csv", args.csv.as_deref()),
-        ("--json", args.json.as_deref()),
-        ("--plot", args.plot.as_deref()),
-    ])?;
     let by_tau = !args.taus.is_empty();
     let taus = if by_tau {
         Some(parse_taus(&args.taus, &args.criteria)?)
     } else {
         None
     };
-    let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
-    let prov = bench_provenance(
-        "intervene",
-        &args.pair,
-        &args.data,
-        &args.sampling,
+    let cmd = BenchCommand::open(
+        BenchFlags {
+            command: "intervene",
+            pair: &args.pair,
+            data: &args.data,
+            sampling: &args.sampling,
+            model: &args.model,
+            k: args.k,
+            output: args.output.as_deref(),
+            restart: args.restart,
+            quiet: args.quiet,
+        },
+        &[
+            ("--csv", args.csv.as_deref()),
+            ("--json", args.json.as_deref()),
+            ("--plot", args.plot.as_deref()),
+        ],
         serde_json::json!({
             "k": args.k,
             "criteria": args.criteria,
@@ -172,7 +162,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
     let (taus, calibration) = match taus {
         Some(t) => (t, None),
         None => {
-            let c = bench.calibrate(
+            let c = cmd.bench.calibrate(
                 args.sampling.defaults(Mode::Base)?,
                 &args.criteria,
                 &args.ratios,
@@ -185,18 +175,10 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
     let defaults = args.sampling.defaults(Mode::Replace)?;
     let targets = (!by_tau).then_some(args.ratios.as_slice());
     let plan = SweepPlan::new(&taus, targets, &defaults)?;
-    let (rows, stats) = bench.run(
-        &plan.configs,
-        journal.as_deref(),
-        args.restart,
-        progress(args.quiet),
-    )?;
-    let summary = bench.summary(&plan.configs, &rows, &stats)?;
+    let (rows, stats) = cmd.run(&plan.configs)?;
+    let summary = cmd.bench.summary(&plan.configs, &rows, &stats)?;
     let sweep = plan.finish(&summary, calibration);
 
-    if let Some(path) = &args.output {
-        write_rows(path, &bench.ordered(&plan.configs, &rows))?;
-    }
     if let Some(path) = &args.csv {
         let mut out = Output::create(path)
             .with_context(|| format!("{}: could not create", path.display()))?;
@@ -211,13 +193,8 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             sweep.plot().save(path)?;
         }
     }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&with_provenance(&sweep, &prov)?)? + "\n";
-        write_atomic(path, text.as_bytes())
-            .with_context(|| format!("{}: could not write", path.display()))?;
-    }
-    discard_journal(journal.as_deref())?;
-    print_table(&sweep.markdown_table(), stdout_taken, args.quiet);
+    cmd.write_json(args.json.as_deref(), &sweep)?;
+    cmd.finish(&plan.configs, &rows, &sweep.markdown_table())?;
     Ok(())
 }
 

@@ -4,18 +4,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{
-    bench_provenance, check_outputs, discard_journal, journal_for, load_bench, print_table,
-    progress, with_provenance, write_rows, DataArgs, SamplingArgs,
-};
+use super::eval::{BenchCommand, BenchFlags, DataArgs, SamplingArgs};
 use crate::eval::problem_counts;
 use crate::eval::tune::{avg_at_k_interval, select, Cell, IntervalMethod, Tuning};
-use crate::io::write_atomic;
 
 #[derive(Debug, Args)]
 pub struct TuneArgs {
@@ -88,43 +83,31 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         anyhow::bail!("tuning needs an RL model\nhint: pass --rl FILE or --lora FILE");
     }
     let cells = grid(&args.taus, &args.gammas)?;
-    let journal = journal_for(args.output.as_deref())?;
-    let outputs: Vec<&std::path::Path> = [
-        args.output.as_deref(),
-        args.json.as_deref(),
-        journal.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    check_outputs(&outputs, &args.pair.inputs_and(&[&args.data.data]))?;
-    let stdout_taken = super::stdio::one_stdout(&[
-        ("--output", args.output.as_deref()),
-        ("--json", args.json.as_deref()),
-    ])?;
-    let bench = load_bench(&args.pair, &args.data, &args.sampling, &args.model, args.k)?;
-    let prov = bench_provenance(
-        "tune",
-        &args.pair,
-        &args.data,
-        &args.sampling,
+    let cmd = BenchCommand::open(
+        BenchFlags {
+            command: "tune",
+            pair: &args.pair,
+            data: &args.data,
+            sampling: &args.sampling,
+            model: &args.model,
+            k: args.k,
+            output: args.output.as_deref(),
+            restart: args.restart,
+            quiet: args.quiet,
+        },
+        &[("--json", args.json.as_deref())],
         json!({"k": args.k, "taus": args.taus, "gammas": args.gammas,
                "interval": args.interval, "level": args.level}),
     )?;
     let list: Vec<&str> = std::iter::once("rl")
         .chain(cells.iter().map(|(_, _, n)| n.as_str()))
         .collect();
-    let configs = bench.configs(&list.join(","))?;
-    let (rows, stats) = bench.run(
-        &configs,
-        journal.as_deref(),
-        args.restart,
-        progress(args.quiet),
-    )?;
-    let summary = bench.summary(&configs, &rows, &stats)?;
+    let configs = cmd.bench.configs(&list.join(","))?;
+    let (rows, stats) = cmd.run(&configs)?;
+    let summary = cmd.bench.summary(&configs, &rows, &stats)?;
     let seed = args.sampling.seed.value;
     let interval = |name: &str| -> anyhow::Result<_> {
-        let counts = problem_counts(name, &bench.tasks, &rows, args.k)?;
+        let counts = problem_counts(name, &cmd.bench.tasks, &rows, args.k)?;
         let correct: Vec<usize> = counts.iter().map(|&(_, c)| c).collect();
         Ok(avg_at_k_interval(
             &correct,
@@ -156,16 +139,8 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         cells: out,
         selection,
     };
-    if let Some(path) = &args.output {
-        write_rows(path, &bench.ordered(&configs, &rows))?;
-    }
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&with_provenance(&tuning, &prov)?)? + "\n";
-        write_atomic(path, text.as_bytes())
-            .with_context(|| format!("{}: could not write", path.display()))?;
-    }
-    discard_journal(journal.as_deref())?;
-    print_table(&tuning.markdown(), stdout_taken, args.quiet);
+    cmd.write_json(args.json.as_deref(), &tuning)?;
+    cmd.finish(&configs, &rows, &tuning.markdown())?;
     if let Some(sel) = selection {
         let c = &tuning.cells[sel.index];
         if sel.beats_reference {
