@@ -253,25 +253,33 @@ pub struct EvalArgs {
     /// Samples per problem (Avg@k and Pass@k use all k).
     #[arg(long, short = 'k', default_value_t = 4)]
     pub k: usize,
+    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}; `-` for stdout.
+    #[arg(long, value_name = "JSON")]
+    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub rows: RowsArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The per-sample rows, resuming and quiet: flags every bench command
+/// (`eval`, `tune`, `intervene`) has.
+#[derive(Debug, Clone, Args)]
+pub struct RowsArgs {
     /// Per-sample JSONL rows {"id", "sample", "config", "response", "extracted",
     /// "correct", "replacement_ratio", "n_tokens", "finish"}. Progress goes to
     /// OUTPUT.partial, from which an interrupted run resumes (`-`: stdout, no
     /// journal; the table then goes to stderr).
     #[arg(long, short = 'o', value_name = "JSONL")]
     pub output: Option<PathBuf>,
-    /// The summary as JSON {"k", "n_problems", "seed", "configs": [...]}; `-` for stdout.
-    #[arg(long, value_name = "JSON")]
-    pub summary: Option<PathBuf>,
     /// Discard OUTPUT.partial from an earlier run instead of resuming it.
     #[arg(long)]
     pub restart: bool,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
     /// No progress bar or table.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    #[command(flatten)]
-    pub model: ModelArgs,
 }
 
 /// The bench `eval`, `intervene` and `analyze` run on, from their flags:
@@ -524,10 +532,7 @@ pub struct BenchFlags<'a> {
     pub sampling: &'a SamplingArgs,
     pub model: &'a ModelArgs,
     pub k: usize,
-    /// `--output`: the per-sample rows (and the journal beside them).
-    pub output: Option<&'a Path>,
-    pub restart: bool,
-    pub quiet: bool,
+    pub rows: &'a RowsArgs,
 }
 
 impl BenchCommand {
@@ -538,14 +543,15 @@ impl BenchCommand {
         files: &OutputFlags<'_>,
         settings: serde_json::Value,
     ) -> anyhow::Result<BenchCommand> {
-        let journal = journal_for(flags.output)?;
-        let outputs: Vec<&Path> = std::iter::once(flags.output)
+        let output = flags.rows.output.as_deref();
+        let journal = journal_for(output)?;
+        let outputs: Vec<&Path> = std::iter::once(output)
             .chain(files.iter().map(|&(_, p)| p))
             .chain(std::iter::once(journal.as_deref()))
             .flatten()
             .collect();
         check_outputs(&outputs, &flags.pair.inputs_and(&[&flags.data.data]))?;
-        let mut named = vec![("--output", flags.output)];
+        let mut named = vec![("--output", output)];
         named.extend_from_slice(files);
         let stdout_taken = super::stdio::one_stdout(&named)?;
         let bench = load_bench(flags.pair, flags.data, flags.sampling, flags.model, flags.k)?;
@@ -559,11 +565,11 @@ impl BenchCommand {
         Ok(BenchCommand {
             bench,
             prov,
-            output: flags.output.map(Path::to_path_buf),
+            output: output.map(Path::to_path_buf),
             journal,
             stdout_taken,
-            restart: flags.restart,
-            quiet: flags.quiet,
+            restart: flags.rows.restart,
+            quiet: flags.rows.quiet,
         })
     }
 
@@ -617,9 +623,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             sampling: &args.sampling,
             model: &args.model,
             k: args.k,
-            output: args.output.as_deref(),
-            restart: args.restart,
-            quiet: args.quiet,
+            rows: &args.rows,
         },
         &[("--summary", args.summary.as_deref())],
         json!({"k": args.k, "modes": args.modes}),
@@ -636,7 +640,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let summary = cmd.bench.summary(&configs, &rows, &stats)?;
     cmd.write_json(args.summary.as_deref(), &summary)?;
     cmd.finish(&configs, &rows, &markdown_table(&summary))?;
-    if !args.quiet {
+    if !args.rows.quiet {
         eprintln!(
             "{} problems × {} samples × {} configurations",
             summary.n_problems,

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{progress, BenchCommand, BenchFlags, DataArgs, SamplingArgs};
+use super::eval::{progress, BenchCommand, BenchFlags, DataArgs, RowsArgs, SamplingArgs};
 use crate::analysis::plot::check_plot_path;
 use crate::decode::Mode;
 use crate::eval::SweepPlan;
@@ -53,19 +53,10 @@ pub struct InterveneArgs {
     /// .png; `-`: SVG on stdout).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Per-sample JSONL rows (as `dlogp eval`); progress goes to
-    /// OUTPUT.partial, from which an interrupted sweep resumes (`-`: stdout,
-    /// no journal).
-    #[arg(long, short = 'o', value_name = "JSONL")]
-    pub output: Option<PathBuf>,
-    /// Discard OUTPUT.partial instead of resuming it.
-    #[arg(long)]
-    pub restart: bool,
+    #[command(flatten)]
+    pub rows: RowsArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// No progress bar or table.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -142,9 +133,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
             sampling: &args.sampling,
             model: &args.model,
             k: args.k,
-            output: args.output.as_deref(),
-            restart: args.restart,
-            quiet: args.quiet,
+            rows: &args.rows,
         },
         &[
             ("--csv", args.csv.as_deref()),
@@ -167,7 +156,7 @@ pub fn run(args: InterveneArgs) -> anyhow::Result<()> {
                 &args.criteria,
                 &args.ratios,
                 args.calibrate,
-                progress(args.quiet),
+                progress(args.rows.quiet),
             )?;
             (c.taus.clone(), Some(c))
         }

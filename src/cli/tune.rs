@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::args::{ModelArgs, PairArgs};
-use super::eval::{BenchCommand, BenchFlags, DataArgs, SamplingArgs};
+use super::eval::{BenchCommand, BenchFlags, DataArgs, RowsArgs, SamplingArgs};
 use crate::eval::problem_counts;
 use crate::eval::tune::{avg_at_k_interval, select, Cell, IntervalMethod, Tuning};
 
@@ -42,18 +42,10 @@ pub struct TuneArgs {
     /// The grid as JSON {"k", "n_problems", "rl", "cells", "selection", ...}; `-` for stdout.
     #[arg(long, value_name = "JSON")]
     pub json: Option<PathBuf>,
-    /// Per-sample JSONL rows, as `dlogp eval --output` (an interrupted run
-    /// resumes from OUTPUT.partial).
-    #[arg(long, short = 'o', value_name = "JSONL")]
-    pub output: Option<PathBuf>,
-    /// Discard OUTPUT.partial from an earlier run instead of resuming it.
-    #[arg(long)]
-    pub restart: bool,
+    #[command(flatten)]
+    pub rows: RowsArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// No progress bar or table.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -91,9 +83,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
             sampling: &args.sampling,
             model: &args.model,
             k: args.k,
-            output: args.output.as_deref(),
-            restart: args.restart,
-            quiet: args.quiet,
+            rows: &args.rows,
         },
         &[("--json", args.json.as_deref())],
         json!({"k": args.k, "taus": args.taus, "gammas": args.gammas,
