@@ -10,7 +10,10 @@ use serde_json::json;
 use super::args::{ModelArgs, PairArgs};
 use super::eval::{BenchCommand, BenchFlags, DataArgs, RowsArgs, SamplingArgs};
 use crate::eval::problem_counts;
-use crate::eval::tune::{avg_at_k_interval, select, Cell, IntervalMethod, Tuning};
+use crate::eval::tune::{
+    avg_at_k_interval, corrected_level, paired_difference_interval, select, Cell, IntervalMethod,
+    Tuning,
+};
 
 #[derive(Debug, Args)]
 pub struct TuneArgs {
@@ -96,35 +99,41 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let (rows, stats) = cmd.run(&configs)?;
     let summary = cmd.bench.summary(&configs, &rows, &stats)?;
     let seed = args.sampling.seed.value;
-    let interval = |name: &str| -> anyhow::Result<_> {
+    // correct counts per problem, in the dataset's order for every config
+    let correct = |name: &str| -> anyhow::Result<Vec<usize>> {
         let counts = problem_counts(name, &cmd.bench.tasks, &rows, args.k)?;
-        let correct: Vec<usize> = counts.iter().map(|&(_, c)| c).collect();
-        Ok(avg_at_k_interval(
-            &correct,
-            args.k,
-            args.interval,
-            args.level,
-            seed,
-        ))
+        Ok(counts.iter().map(|&(_, c)| c).collect())
     };
-    let rl = interval("rl")?;
+    let rl_correct = correct("rl")?;
+    let rl = avg_at_k_interval(&rl_correct, args.k, args.interval, args.level, seed);
+    let paired_level = corrected_level(args.level, cells.len());
     let mut out = Vec::with_capacity(cells.len());
     for ((tau, gamma, name), s) in cells.iter().zip(&summary.configs[1..]) {
+        let c = correct(name)?;
         out.push(Cell {
             tau: *tau,
             gamma: *gamma,
             config: name.clone(),
-            avg_at_k: interval(name)?,
+            avg_at_k: avg_at_k_interval(&c, args.k, args.interval, args.level, seed),
+            vs_rl: paired_difference_interval(
+                &c,
+                &rl_correct,
+                args.k,
+                args.interval,
+                paired_level,
+                seed,
+            ),
             replacement_ratio: s.replacement_ratio,
         });
     }
-    let selection = select(&out, &rl);
+    let selection = select(&out);
     let tuning = Tuning {
         k: args.k,
         n_problems: summary.n_problems,
         seed,
         interval: args.interval,
         level: args.level,
+        paired_level,
         rl,
         cells: out,
         selection,
@@ -135,21 +144,24 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         let c = &tuning.cells[sel.index];
         if sel.beats_reference {
             tracing::info!(
-                "chosen: τ {} γ {} ({}): its lower bound {:.2}% is above rl's upper bound {:.2}%",
+                "chosen: τ {} γ {} ({}): {:+.2} points over rl, paired {:.1}% lower bound {:+.2} > 0",
                 c.tau,
                 c.gamma,
                 c.config,
-                100.0 * c.avg_at_k.lo,
-                100.0 * tuning.rl.hi
+                100.0 * c.vs_rl.estimate,
+                100.0 * tuning.paired_level,
+                100.0 * c.vs_rl.lo
             );
         } else {
             tracing::warn!(
-                "no cell's lower bound is above rl's upper bound ({:.2}%) on {} problems: τ {} γ {} is only the best point estimate ({:.2}%); use more problems or samples to tell them apart",
-                100.0 * tuning.rl.hi,
+                "no cell beats rl on {} problems (no paired {:.1}% lower bound above 0): τ {} γ {} is only the best point estimate ({:.2}%, {:+.2} points, lower bound {:+.2}); use more problems or samples to tell them apart",
                 tuning.n_problems,
+                100.0 * tuning.paired_level,
                 c.tau,
                 c.gamma,
-                100.0 * c.avg_at_k.estimate
+                100.0 * c.avg_at_k.estimate,
+                100.0 * c.vs_rl.estimate,
+                100.0 * c.vs_rl.lo
             );
         }
     }

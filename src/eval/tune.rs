@@ -10,9 +10,16 @@
 //! the between-problem variance (the cluster-robust standard error). A
 //! binomial interval over all n·k samples would be too narrow.
 //!
-//! The rule ([`select`]): the best cell (by Avg@k) among those whose lower
-//! bound is above the RL model's upper bound; when none is, the best point
-//! estimate, flagged as not beating RL.
+//! Every cell is also compared with the RL model on the same problems: the
+//! interval of the paired difference (cell − RL) of per-problem accuracies,
+//! in which each problem's difficulty cancels, so it is much narrower than
+//! the two cells' own intervals suggest.
+//!
+//! The rule ([`select`]): the best cell (by Avg@k) among those whose paired
+//! difference has its lower bound above 0 at the Bonferroni-corrected level
+//! `1 − (1 − level)/cells` (choosing among many cells would otherwise find a
+//! "winner" by chance); when none has, the best point estimate, flagged as
+//! not beating RL.
 
 use serde::Serialize;
 
@@ -95,6 +102,11 @@ fn mean(x: &[f64]) -> f64 {
 /// Mean of the per-problem accuracies ± z·s/√n, s their sample standard
 /// deviation (n − 1), clamped to [0, 1]. One problem: the point itself.
 pub fn normal_interval(per_problem: &[f64], level: f64) -> Interval {
+    normal_interval_within(per_problem, level, (0.0, 1.0))
+}
+
+/// [`normal_interval`] clamped to `bounds` instead of [0, 1].
+fn normal_interval_within(per_problem: &[f64], level: f64, bounds: (f64, f64)) -> Interval {
     let n = per_problem.len();
     if n == 0 {
         return Interval {
@@ -115,8 +127,8 @@ pub fn normal_interval(per_problem: &[f64], level: f64) -> Interval {
     let half = z_for(level) * (var / n as f64).sqrt();
     Interval {
         estimate: m,
-        lo: (m - half).max(0.0),
-        hi: (m + half).min(1.0),
+        lo: (m - half).max(bounds.0),
+        hi: (m + half).min(bounds.1),
     }
 }
 
@@ -179,6 +191,35 @@ pub fn avg_at_k_interval(
     }
 }
 
+/// The interval of the paired difference `cell − reference` of per-problem
+/// accuracies (correct counts out of `k` on the same problems, in the same
+/// order), in [−1, 1].
+pub fn paired_difference_interval(
+    cell: &[usize],
+    reference: &[usize],
+    k: usize,
+    method: IntervalMethod,
+    level: f64,
+    seed: u64,
+) -> Interval {
+    let d: Vec<f64> = cell
+        .iter()
+        .zip(reference)
+        .map(|(&c, &r)| (c as f64 - r as f64) / k.max(1) as f64)
+        .collect();
+    match method {
+        IntervalMethod::Normal => normal_interval_within(&d, level, (-1.0, 1.0)),
+        IntervalMethod::Bootstrap => bootstrap_interval(&d, level, BOOTSTRAP_RESAMPLES, seed),
+    }
+}
+
+/// The level of each cell's paired interval: `1 − (1 − level)/cells`, so
+/// that the chance that any of the cells seems to beat the reference by
+/// luck alone stays below `1 − level` (Bonferroni).
+pub fn corrected_level(level: f64, cells: usize) -> f64 {
+    1.0 - (1.0 - level) / cells.max(1) as f64
+}
+
 /// Resamples of the bootstrap.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
@@ -189,6 +230,9 @@ pub struct Cell {
     pub gamma: f64,
     pub config: String,
     pub avg_at_k: Interval,
+    /// The paired difference to the reference (cell − RL), at the
+    /// corrected level ([`corrected_level`]).
+    pub vs_rl: Interval,
     pub replacement_ratio: f64,
 }
 
@@ -197,16 +241,17 @@ pub struct Cell {
 pub struct Selection {
     /// Index into the cells.
     pub index: usize,
-    /// Whether the chosen cell's lower bound is above the reference's upper
-    /// bound; false: no cell is, and this is merely the best point estimate.
+    /// Whether the chosen cell's paired difference to the reference has its
+    /// lower bound above 0; false: no cell's has, and this is merely the
+    /// best point estimate.
     pub beats_reference: bool,
 }
 
-/// The best cell whose lower bound is above `reference.hi` (highest
-/// estimate, then highest lower bound, then the first); if there is none,
-/// the best point estimate (ties as before), with `beats_reference` false.
-/// `None` for no cells.
-pub fn select(cells: &[Cell], reference: &Interval) -> Option<Selection> {
+/// The best cell whose paired difference to the reference has its lower
+/// bound above 0 (highest estimate, then highest lower bound, then the
+/// first); if there is none, the best point estimate (ties as before), with
+/// `beats_reference` false. `None` for no cells.
+pub fn select(cells: &[Cell]) -> Option<Selection> {
     let better = |a: &Cell, b: &Cell| {
         a.avg_at_k.estimate > b.avg_at_k.estimate
             || (a.avg_at_k.estimate == b.avg_at_k.estimate && a.avg_at_k.lo > b.avg_at_k.lo)
@@ -220,7 +265,7 @@ pub fn select(cells: &[Cell], reference: &Interval) -> Option<Selection> {
         }
         best
     };
-    if let Some(index) = best_of(&|c: &Cell| c.avg_at_k.lo > reference.hi) {
+    if let Some(index) = best_of(&|c: &Cell| c.vs_rl.lo > 0.0) {
         return Some(Selection {
             index,
             beats_reference: true,
@@ -240,6 +285,8 @@ pub struct Tuning {
     pub seed: u64,
     pub interval: IntervalMethod,
     pub level: f64,
+    /// The level of the paired intervals the rule reads.
+    pub paired_level: f64,
     pub rl: Interval,
     pub cells: Vec<Cell>,
     pub selection: Option<Selection>,
@@ -250,12 +297,22 @@ impl Tuning {
     pub fn markdown(&self) -> String {
         let pct = |x: f64| format!("{:.2}", 100.0 * x);
         let iv = |i: &Interval| format!("{} [{}, {}]", pct(i.estimate), pct(i.lo), pct(i.hi));
+        let signed = |x: f64| format!("{:+.2}", 100.0 * x);
+        let diff = |i: &Interval| {
+            format!(
+                "{} [{}, {}]",
+                signed(i.estimate),
+                signed(i.lo),
+                signed(i.hi)
+            )
+        };
         let level = format!("{:.0}%", 100.0 * self.level);
+        let paired = format!("{:.1}%", 100.0 * self.paired_level);
         let mut s = format!(
-            "| τ | γ | Avg@{} ({level} CI) | replaced | |\n|---:|---:|---|---:|---|\n",
+            "| τ | γ | Avg@{} ({level} CI) | − rl, paired ({paired} CI) | replaced | |\n|---:|---:|---|---|---:|---|\n",
             self.k
         );
-        s += &format!("| rl | | {} | | reference |\n", iv(&self.rl));
+        s += &format!("| rl | | {} | | | reference |\n", iv(&self.rl));
         for (i, c) in self.cells.iter().enumerate() {
             let mark = match self.selection {
                 Some(sel) if sel.index == i && sel.beats_reference => "**chosen**: beats rl",
@@ -263,10 +320,11 @@ impl Tuning {
                 _ => "",
             };
             s += &format!(
-                "| {} | {} | {} | {:.2}% | {mark} |\n",
+                "| {} | {} | {} | {} | {:.2}% | {mark} |\n",
                 c.tau,
                 c.gamma,
                 iv(&c.avg_at_k),
+                diff(&c.vs_rl),
                 100.0 * c.replacement_ratio
             );
         }
@@ -355,57 +413,105 @@ mod tests {
         );
     }
 
-    fn cell(tau: f64, estimate: f64, lo: f64, hi: f64) -> Cell {
+    /// A cell with Avg@k `estimate` [lo, hi] and a paired difference to rl
+    /// whose lower bound is `diff_lo`.
+    fn cell(tau: f64, estimate: f64, lo: f64, hi: f64, diff_lo: f64) -> Cell {
         Cell {
             tau,
             gamma: 0.1,
             config: format!("extrapolate:tau={tau}"),
             avg_at_k: Interval { estimate, lo, hi },
+            vs_rl: Interval {
+                estimate: estimate - 0.40,
+                lo: diff_lo,
+                hi: 2.0 * (estimate - 0.40) - diff_lo,
+            },
             replacement_ratio: 0.0,
         }
     }
 
     #[test]
     fn selection_prefers_cells_that_beat_the_reference() {
-        let rl = Interval {
-            estimate: 0.40,
-            lo: 0.30,
-            hi: 0.50,
-        };
-        // the highest estimate (0.60) does not clear rl's upper bound; 0.58 does
+        // the highest estimate (0.60) is too noisy against rl; 0.58 clears 0
         let cells = [
-            cell(-0.1, 0.45, 0.35, 0.55),
-            cell(-0.2, 0.60, 0.45, 0.75),
-            cell(-0.3, 0.58, 0.52, 0.64),
-            cell(-0.4, 0.55, 0.51, 0.59),
+            cell(-0.1, 0.45, 0.35, 0.55, -0.05),
+            cell(-0.2, 0.60, 0.45, 0.75, -0.01),
+            cell(-0.3, 0.58, 0.52, 0.64, 0.04),
+            cell(-0.4, 0.55, 0.51, 0.59, 0.02),
         ];
         assert_eq!(
-            select(&cells, &rl),
+            select(&cells),
             Some(Selection {
                 index: 2,
                 beats_reference: true
             })
         );
         // none clears it: the best estimate, flagged
-        let cells = [cell(-0.1, 0.45, 0.35, 0.55), cell(-0.2, 0.60, 0.45, 0.75)];
+        let cells = [
+            cell(-0.1, 0.45, 0.35, 0.55, -0.1),
+            cell(-0.2, 0.60, 0.45, 0.75, -0.01),
+        ];
         assert_eq!(
-            select(&cells, &rl),
+            select(&cells),
             Some(Selection {
                 index: 1,
                 beats_reference: false
             })
         );
-        // equal estimates: the higher lower bound; a bound equal to rl's
-        // upper bound does not beat it
-        let cells = [cell(-0.1, 0.5, 0.40, 0.6), cell(-0.2, 0.5, 0.50, 0.5)];
+        // equal estimates: the higher lower bound; a paired bound of exactly
+        // 0 does not beat rl
+        let cells = [
+            cell(-0.1, 0.5, 0.40, 0.6, -0.1),
+            cell(-0.2, 0.5, 0.50, 0.5, 0.0),
+        ];
         assert_eq!(
-            select(&cells, &rl),
+            select(&cells),
             Some(Selection {
                 index: 1,
                 beats_reference: false
             })
         );
-        assert_eq!(select(&[], &rl), None);
+        assert_eq!(select(&[]), None);
+    }
+
+    /// Four problems, k = 4: the cell gets one more sample right than rl on
+    /// every problem. Their own intervals overlap widely, yet the paired
+    /// difference is exactly +¼ on each problem: no spread, a clear win.
+    #[test]
+    fn paired_differences_cancel_the_problems_difficulty() {
+        let (cell, rl) = ([1, 2, 3, 4], [0, 1, 2, 3]);
+        let m = IntervalMethod::Normal;
+        let a = avg_at_k_interval(&cell, 4, m, 0.95, 0);
+        let b = avg_at_k_interval(&rl, 4, m, 0.95, 0);
+        assert!(a.lo < b.hi, "the cells' own intervals overlap: {a:?} {b:?}");
+        for method in [IntervalMethod::Normal, IntervalMethod::Bootstrap] {
+            let d = paired_difference_interval(&cell, &rl, 4, method, 0.95, 0);
+            assert_eq!((d.estimate, d.lo, d.hi), (0.25, 0.25, 0.25), "{method:?}");
+        }
+        // diffs ¼, ¼, 0, 0: mean ⅛, s² = 4·(⅛)²/3 = 1/48, se = √(1/192),
+        // half = 1.959964 · 0.0721688 = 0.141448; the lower bound goes below
+        // 0 (no clamping at 0 for a difference)
+        let d = paired_difference_interval(&[4, 4, 0, 0], &[3, 3, 0, 0], 4, m, 0.95, 0);
+        assert!(close(d.estimate, 0.125, 1e-12), "{d:?}");
+        assert!(close(d.lo, 0.125 - 0.141_448, 1e-5), "{d:?}");
+        assert!(close(d.hi, 0.125 + 0.141_448, 1e-5), "{d:?}");
+        // a loss is negative
+        let d = paired_difference_interval(&[0, 0], &[4, 4], 4, m, 0.95, 0);
+        assert_eq!((d.estimate, d.lo, d.hi), (-1.0, -1.0, -1.0));
+    }
+
+    #[test]
+    fn the_correction_divides_the_error_rate_by_the_cells() {
+        assert!(close(corrected_level(0.95, 1), 0.95, 1e-12));
+        assert!(close(corrected_level(0.95, 10), 0.995, 1e-12));
+        assert!(close(corrected_level(0.9, 4), 0.975, 1e-12));
+        // the wider level gives the wider interval
+        let p = [0.0, 0.25, 0.5, 0.25, 1.0];
+        let (a, b) = (
+            normal_interval_within(&p, 0.95, (-1.0, 1.0)),
+            normal_interval_within(&p, corrected_level(0.95, 9), (-1.0, 1.0)),
+        );
+        assert!(b.lo < a.lo && b.hi > a.hi, "{a:?} {b:?}");
     }
 
     #[test]
@@ -416,12 +522,13 @@ mod tests {
             seed: 0,
             interval: IntervalMethod::Bootstrap,
             level: 0.95,
+            paired_level: 0.95,
             rl: Interval {
                 estimate: 0.25,
                 lo: 0.0,
                 hi: 0.5,
             },
-            cells: vec![cell(-0.3, 0.75, 0.5, 1.0)],
+            cells: vec![cell(-0.3, 0.75, 0.5, 1.0, -0.05)],
             selection: Some(Selection {
                 index: 0,
                 beats_reference: false,
@@ -429,9 +536,11 @@ mod tests {
         };
         let md = t.markdown();
         assert!(
-            md.contains("| rl | | 25.00 [0.00, 50.00] | | reference |"),
+            md.contains("| rl | | 25.00 [0.00, 50.00] | | | reference |"),
             "{md}"
         );
-        assert!(md.contains("| -0.3 | 0.1 | 75.00 [50.00, 100.00] | 0.00% | chosen (best estimate; does not beat rl) |"), "{md}");
+        // vs rl: 0.75 − 0.40 = +0.35, lower bound −0.05, upper 0.75
+        assert!(md.contains("| -0.3 | 0.1 | 75.00 [50.00, 100.00] | +35.00 [-5.00, +75.00] | 0.00% | chosen (best estimate; does not beat rl) |"), "{md}");
+        assert!(md.contains("− rl, paired (95.0% CI)"), "{md}");
     }
 }

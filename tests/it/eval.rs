@@ -875,11 +875,27 @@ fn tune_reports_every_cell_as_eval_does_and_chooses_by_the_rule() {
             f(&s["configs"][i + 1], "replacement_ratio")
         );
     }
+    // the paired differences: estimate = the cell's Avg@k − rl's, inside
+    // its interval, at the Bonferroni level for 4 cells
+    assert!(
+        (f(&t, "paired_level") - (1.0 - 0.05 / 4.0)).abs() < 1e-12,
+        "{t}"
+    );
+    for (i, c) in cells.iter().enumerate() {
+        let d = &c["vs_rl"];
+        assert!(
+            (f(d, "estimate") - (avg(i + 1) - avg(0))).abs() < 1e-12,
+            "{c}"
+        );
+        assert!(
+            f(d, "lo") <= f(d, "estimate") && f(d, "estimate") <= f(d, "hi"),
+            "{c}"
+        );
+    }
     // the rule, recomputed
-    let rl_hi = f(&t["rl"], "hi");
     let est = |c: &Value| f(&c["avg_at_k"], "estimate");
     let beating: Vec<usize> = (0..cells.len())
-        .filter(|&i| f(&cells[i]["avg_at_k"], "lo") > rl_hi)
+        .filter(|&i| f(&cells[i]["vs_rl"], "lo") > 0.0)
         .collect();
     let chosen = t["selection"]["index"].as_u64().unwrap() as usize;
     let pool: Vec<usize> = if beating.is_empty() {
