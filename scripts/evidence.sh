@@ -68,17 +68,16 @@ print(c["tau"], c["gamma"])')
 cell="extrapolate:tau=$tau:gamma=$gamma"
 echo "chosen on validation: $cell" >&2
 
-# 2. The chosen cell against the adapter on both test splits.
-for split in test test2; do
-  if [ ! -s "$split-chosen.jsonl" ]; then
-    "$dlogp" eval --data "$split.jsonl" --modes "rl,$cell" "${common[@]}" \
-      -o "$split-chosen.jsonl" --summary "$split-chosen.json" > "$split-chosen.md"
-    cp "$split-chosen.json" "$split-chosen.md" "$res/"
+# 2. The chosen cell against the adapter, 3. the RL-proposer variant with
+#    it, on the first test split; 4. the sweep with every criterion there;
+#    5. both on the second test split.
+chosen() { # split
+  if [ ! -s "$1-chosen.jsonl" ]; then
+    "$dlogp" eval --data "$1.jsonl" --modes "rl,$cell" "${common[@]}" \
+      -o "$1-chosen.jsonl" --summary "$1-chosen.json" > "$1-chosen.md"
+    cp "$1-chosen.json" "$1-chosen.md" "$res/"
   fi
-done
-
-# 3. The RL-proposer variant on the first test split, 4. the sweep with
-#    every criterion on it, 5. the RL-proposer variant on the second.
+}
 rlprop() { # split
   if [ ! -s "$1-rlprop.jsonl" ]; then
     "$dlogp" eval --data "$1.jsonl" --modes "$cell:proposer=rl" "${common[@]}" \
@@ -86,6 +85,7 @@ rlprop() { # split
     cp "$1-rlprop.json" "$1-rlprop.md" "$res/"
   fi
 }
+chosen test
 rlprop test
 if [ ! -s "$res/sweep.json" ]; then
   "$dlogp" intervene --data test.jsonl --criteria dlogp,kl,kl-r,js,entropy,entropy-rl,random \
@@ -93,6 +93,7 @@ if [ ! -s "$res/sweep.json" ]; then
     -o sweep.jsonl --csv sweep.csv --json sweep.json > sweep.md
   cp sweep.json sweep.csv sweep.md "$res/"
 fi
+chosen test2
 rlprop test2
 
 # The sweep's figure, and intervals over problems with paired differences
