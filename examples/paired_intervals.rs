@@ -12,6 +12,8 @@
 //! rows: the per-problem accuracy differences resampled together, so the
 //! problems' shared difficulty cancels. Prints one markdown table.
 
+#![allow(clippy::print_stdout)] // the table is the output
+
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
