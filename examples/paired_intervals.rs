@@ -7,17 +7,19 @@
 //! ```
 //!
 //! For each split and configuration: Avg@k with its 95 % percentile
-//! bootstrap interval over problems (`eval::tune::bootstrap_interval`, the
-//! one `dlogp tune` uses), and the paired difference to the split's `rl`
-//! rows: the per-problem accuracy differences resampled together, so the
-//! problems' shared difficulty cancels. Prints one markdown table.
+//! bootstrap interval over problems, and the paired difference to the
+//! split's `rl` rows (the per-problem accuracy differences resampled
+//! together, so the problems' shared difficulty cancels), computed by the
+//! same functions as `dlogp tune` (`eval::tune::avg_at_k_interval`,
+//! `paired_difference_interval`). Every problem of a configuration must have
+//! the same number of samples. Prints one markdown table.
 
 #![allow(clippy::print_stdout)] // the table is the output
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use dlogp::eval::tune::{bootstrap_interval, Interval, BOOTSTRAP_RESAMPLES};
+use dlogp::eval::tune::{avg_at_k_interval, paired_difference_interval, Interval, IntervalMethod};
 use dlogp::eval::SampleRow;
 
 /// Per problem id: (correct, samples, replacement-ratio sum).
@@ -77,24 +79,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| split | config | problems | k | Avg@k [95 % CI] | − rl, paired [95 % CI] | replaced |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
+    let method = IntervalMethod::Bootstrap;
     for (split, configs) in &table {
         let rl = configs.get("rl");
         for (config, counts) in configs {
-            let acc = |c: &(usize, usize, f64)| c.0 as f64 / c.1 as f64;
-            let per_problem: Vec<f64> = counts.values().map(acc).collect();
-            let samples: usize = counts.values().map(|c| c.1).sum();
+            let k = even_k(counts).ok_or_else(|| {
+                format!("{split}/{config}: problems have different sample counts; finish the run (or resume it) first")
+            })?;
+            let correct: Vec<usize> = counts.values().map(|c| c.0).collect();
+            let samples = k * counts.len();
             let replaced: f64 = counts.values().map(|c| c.2).sum::<f64>() / samples as f64;
-            let k = samples / counts.len().max(1);
-            let own = bootstrap_interval(&per_problem, 0.95, BOOTSTRAP_RESAMPLES, 0);
+            let own = avg_at_k_interval(&correct, k, method, 0.95, 0);
             let paired = match rl {
                 Some(rl) if config != "rl" => {
-                    let diffs: Option<Vec<f64>> = counts
-                        .iter()
-                        .map(|(id, c)| rl.get(id).map(|r| acc(c) - acc(r)))
-                        .collect();
-                    match diffs {
-                        Some(d) => signed(bootstrap_interval(&d, 0.95, BOOTSTRAP_RESAMPLES, 0)),
-                        None => "(problems differ from rl's)".to_string(),
+                    // rl's counts on the same problems, in the same order
+                    let reference: Option<Vec<usize>> =
+                        counts.keys().map(|id| rl.get(id).map(|r| r.0)).collect();
+                    match reference {
+                        Some(r) if rl.len() == counts.len() && even_k(rl) == Some(k) => signed(
+                            paired_difference_interval(&correct, &r, k, method, 0.95, 0),
+                        ),
+                        _ => "(problems or k differ from rl's)".to_string(),
                     }
                 }
                 _ => String::new(),
@@ -108,4 +113,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// The samples per problem when every problem has the same number.
+fn even_k(counts: &Counts) -> Option<usize> {
+    let mut ks = counts.values().map(|c| c.1);
+    let k = ks.next()?;
+    ks.all(|n| n == k).then_some(k)
 }
