@@ -96,9 +96,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let reference: Option<Vec<usize>> =
                         counts.keys().map(|id| rl.get(id).map(|r| r.0)).collect();
                     match reference {
-                        Some(r) if rl.len() == counts.len() && even_k(rl) == Some(k) => signed(
-                            paired_difference_interval(&correct, &r, k, method, 0.95, 0),
-                        ),
+                        Some(r) if rl.len() == counts.len() && even_k(rl) == Some(k) => {
+                            signed(paired_difference_interval(&correct, &r, k, method, 0.95, 0))
+                        }
                         _ => "(problems or k differ from rl's)".to_string(),
                     }
                 }

@@ -60,7 +60,8 @@ struct Slot {
     cfg: DecodeConfig,
     max_tokens: usize,
     logprobs: Option<usize>,
-    prompt_len: usize,
+    /// The prompt, whose cache a later job with the same prefix copies.
+    prompt: Vec<Token>,
     seq: u32,
     n_past: u32,
     gen: Vec<Token>,
@@ -82,9 +83,18 @@ struct Draft {
     max_len: usize,
 }
 
+/// Prompt tokens an engine has fed so far, and how many of them were
+/// copied from another sequence's cache instead of decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptStats {
+    pub tokens: usize,
+    pub copied: usize,
+}
+
 /// Decodes requests on one model or a pair.
 pub struct Engine<'m> {
     timing: [std::time::Duration; 4],
+    prompts: PromptStats,
     model: &'m Model,
     /// The two contexts and the sequence slots. Lockstep decodes both models
     /// at once (half the threads each); speculative decoding gives each model
@@ -176,6 +186,7 @@ impl<'m> Engine<'m> {
         Ok(Engine {
             sessions: PairSession::new(Pair::new(base, rl), n_seq, both && !speculative),
             timing: Default::default(),
+            prompts: PromptStats::default(),
             model,
             cfg,
             opts,
@@ -239,7 +250,7 @@ impl<'m> Engine<'m> {
                 let Some(seq) = self.sessions.acquire() else {
                     break;
                 };
-                let slot = self.prefill(job, seq)?;
+                let slot = self.prefill(job, seq, &slots)?;
                 slots.push(slot);
             }
             if slots.is_empty() {
@@ -280,6 +291,12 @@ impl<'m> Engine<'m> {
             }
         }
         Ok(())
+    }
+
+    /// The prompt tokens fed since the engine was built, and how many were
+    /// copied from a running sequence with the same prefix.
+    pub fn prompt_stats(&self) -> PromptStats {
+        self.prompts
     }
 
     /// Whether `job` can run here.
@@ -328,8 +345,14 @@ impl<'m> Engine<'m> {
     }
 
     /// Feed a prompt to every session the mode needs; keep the log-probs of
-    /// the next token.
-    fn prefill(&mut self, job: Job, seq: u32) -> Result<Slot, DecodeError> {
+    /// the next token. Where a running sequence's prompt shares a prefix of
+    /// at least [`MIN_SHARED_PREFIX`] tokens with it (the k samples of one
+    /// problem, a server request with `n` > 1, few-shot prompts), that
+    /// prefix's cache is copied from it and only the rest is decoded; the
+    /// last prompt token is always decoded, for its logits. Batching never
+    /// changes a row's result on the backends where sequences decoded side
+    /// by side are exact, so neither does the copy.
+    fn prefill(&mut self, job: Job, seq: u32, running: &[Slot]) -> Result<Slot, DecodeError> {
         let Job {
             id,
             key,
@@ -340,8 +363,18 @@ impl<'m> Engine<'m> {
             logprobs,
         } = job;
         let t0 = std::time::Instant::now();
-        let last = self.sessions.prefill(seq, &prompt)?;
+        let mut start = 0;
+        if let Some((src, len)) = shared_prefix(&prompt, running) {
+            if self.sessions.copy_prefix(src, seq, len as u32)? {
+                start = len;
+            }
+        }
+        let last = self
+            .sessions
+            .prefill_from(seq, start as u32, &prompt[start..])?;
         self.timing[0] += t0.elapsed();
+        self.prompts.tokens += prompt.len();
+        self.prompts.copied += start;
         let lp = self.read_lps(&[Side::Base, Side::Rl], &[last])?.pop();
         Ok(Slot {
             id,
@@ -349,9 +382,9 @@ impl<'m> Engine<'m> {
             cfg,
             max_tokens,
             logprobs,
-            prompt_len: prompt.len(),
-            seq,
             n_past: prompt.len() as u32,
+            prompt,
+            seq,
             gen: Vec::new(),
             text: TextStream::new(stop),
             trace: Vec::new(),
@@ -436,7 +469,7 @@ impl<'m> Engine<'m> {
                 slot.finish = Some(Finish::Stop);
             } else if slot.gen.len() >= slot.max_tokens {
                 slot.finish = Some(Finish::Length);
-            } else if slot.prompt_len + slot.gen.len() >= self.opts.n_ctx as usize {
+            } else if slot.prompt.len() + slot.gen.len() >= self.opts.n_ctx as usize {
                 // the token just kept fills the last cell
                 slot.finish = Some(Finish::Context);
             }
@@ -665,6 +698,30 @@ impl<'m> Engine<'m> {
         }
         Ok(fixes)
     }
+}
+
+/// Shortest prompt prefix worth copying from another sequence's cache
+/// instead of decoding it: below it the copy of the source's whole cache
+/// costs about as much as the tokens.
+pub const MIN_SHARED_PREFIX: usize = 16;
+
+/// The running sequence with the longest prompt prefix in common with
+/// `prompt`, and that length, at most `prompt.len() − 1` (the last token is
+/// decoded for its logits), if it is at least [`MIN_SHARED_PREFIX`].
+fn shared_prefix(prompt: &[Token], running: &[Slot]) -> Option<(u32, usize)> {
+    let (seq, len) = running
+        .iter()
+        .map(|s| {
+            let common = s
+                .prompt
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count();
+            (s.seq, common.min(prompt.len().saturating_sub(1)))
+        })
+        .max_by_key(|&(seq, len)| (len, std::cmp::Reverse(seq)))?;
+    (len >= MIN_SHARED_PREFIX).then_some((seq, len))
 }
 
 fn missing_lps() -> DecodeError {

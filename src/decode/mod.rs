@@ -13,7 +13,7 @@ pub use config::{
     defaults, ConfigError, ConfigPatch, DecodeConfig, Field, Mode, Proposer, Side, SpecError,
     MAX_GAMMA,
 };
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, PromptStats, MIN_SHARED_PREFIX};
 pub use job::{Finish, Generation, Job, JobSource, Request, TokenEvent, TokenLogprobs, TraceEntry};
 pub use spec::{parse_specs, ConfigSpec};
 pub use text::TextStream;

@@ -104,6 +104,27 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Give sequence `dst`, which must be empty, the cache of positions
+    /// `..len` of sequence `src`: copied, not recomputed. With split caches
+    /// llama.cpp copies the source's whole cache (its only cross-sequence
+    /// copy), then `dst` drops positions `len..`. Returns false, with `dst`
+    /// empty again, where the cache cannot drop part of a sequence
+    /// (recurrent models).
+    pub fn copy_prefix(&mut self, src: u32, dst: u32, len: u32) -> Result<bool, RuntimeError> {
+        let id = |s: u32| i32::try_from(s).map_err(|e| RuntimeError::Batch(e.to_string()));
+        self.ctx
+            .copy_kv_cache_seq(id(src)?, id(dst)?, None, None)
+            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
+        let cut = self
+            .ctx
+            .clear_kv_cache_seq(Some(dst), Some(len), None)
+            .map_err(|e| RuntimeError::Batch(e.to_string()))?;
+        if !cut {
+            self.trim(dst, 0)?;
+        }
+        Ok(cut)
+    }
+
     /// Forget everything.
     pub fn clear(&mut self) {
         self.ctx.clear_kv_cache();
@@ -229,12 +250,41 @@ impl<'m> PairSession<'m> {
     /// each chunk on both sides like [`PairSession::decode`]; returns the
     /// index of the last token's logits.
     pub fn prefill(&mut self, seq: u32, tokens: &[Token]) -> Result<usize, RuntimeError> {
+        self.prefill_from(seq, 0, tokens)
+    }
+
+    /// Feed `tokens` to sequence `seq` at positions `start..` on every side
+    /// (the rest of a prompt whose first `start` positions are cached), like
+    /// [`PairSession::prefill`]; returns the index of the last token's logits.
+    pub fn prefill_from(
+        &mut self,
+        seq: u32,
+        start: u32,
+        tokens: &[Token],
+    ) -> Result<usize, RuntimeError> {
         let mut last = 0;
-        for feeds in prompt_feeds(tokens, 0, seq, self.n_batch()) {
+        for feeds in prompt_feeds(tokens, start, seq, self.n_batch()) {
             self.decode(&feeds)?;
             last = feeds.len() - 1;
         }
         Ok(last)
+    }
+
+    /// Give the empty sequence `dst` positions `..len` of `src` on every
+    /// side, copied ([`Session::copy_prefix`]); false, with `dst` empty,
+    /// where a side cannot cut a sequence.
+    pub fn copy_prefix(&mut self, src: u32, dst: u32, len: u32) -> Result<bool, RuntimeError> {
+        let mut copied = true;
+        for s in [&mut self.sides.base, &mut self.sides.rl]
+            .into_iter()
+            .flatten()
+        {
+            copied = copied && s.copy_prefix(src, dst, len)?;
+        }
+        if !copied {
+            self.trim(dst, 0)?;
+        }
+        Ok(copied)
     }
 
     /// The logits of `side` after feed `i` of its last decode.

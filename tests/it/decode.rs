@@ -2,7 +2,8 @@
 //! speculative decoding, distributions, and errors.
 
 use dlogp::decode::{
-    step, DecodeConfig, Engine, EngineOptions, Generation, Mode, Proposer, Request,
+    step, DecodeConfig, Engine, EngineOptions, Generation, Mode, PromptStats, Proposer, Request,
+    MIN_SHARED_PREFIX,
 };
 use dlogp::runtime::{ModelPair, PromptFormat, RlSource};
 use dlogp::sampler::{Criterion, Distribution, Gate, Pair, SamplingParams};
@@ -34,6 +35,18 @@ fn run(
     n_seq: u32,
     max_tokens: usize,
 ) -> Vec<Generation> {
+    run_with_stats(pair, cfg, reqs, draft, n_seq, max_tokens).0
+}
+
+/// [`run`], and the engine's prompt statistics.
+fn run_with_stats(
+    pair: &ModelPair,
+    cfg: &DecodeConfig,
+    reqs: &[Request],
+    draft: usize,
+    n_seq: u32,
+    max_tokens: usize,
+) -> (Vec<Generation>, PromptStats) {
     let opts = EngineOptions {
         max_tokens,
         stop: vec![],
@@ -55,9 +68,11 @@ fn run(
             },
         )
         .unwrap();
-    out.into_iter()
+    let gens = out
+        .into_iter()
         .map(|g| g.expect("every request finishes"))
-        .collect()
+        .collect();
+    (gens, engine.prompt_stats())
 }
 
 const PROMPTS: [&str; 2] = ["What is 7 + 5?", "Name a color of the sky."];
@@ -143,13 +158,127 @@ fn parallel_sequences_equal_one_at_a_time() {
         0.1,
         7,
     );
-    let one = run(&pair, &cfg, &reqs, 4, 1, 24);
-    let four = run(&pair, &cfg, &reqs, 4, 4, 24);
+    let (one, alone) = run_with_stats(&pair, &cfg, &reqs, 4, 1, 24);
+    let (four, side_by_side) = run_with_stats(&pair, &cfg, &reqs, 4, 4, 24);
     assert_eq!(one, four);
     assert_ne!(
         one[0].tokens, one[1].tokens,
         "two samples of one prompt differ"
     );
+    // One at a time nothing is running to copy from. Side by side all four
+    // start together: each copies its longest prefix in common with those
+    // before it (the chat template's system turn, or the whole prompt but
+    // its last token for a second sample).
+    let total: usize = reqs.iter().map(|r| r.prompt.len()).sum();
+    assert_eq!(
+        alone,
+        PromptStats {
+            tokens: total,
+            copied: 0
+        }
+    );
+    let expected: usize = (0..reqs.len())
+        .map(|i| {
+            let p = &reqs[i].prompt;
+            let best = reqs[..i]
+                .iter()
+                .map(|q| q.prompt.iter().zip(p).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0)
+                .min(p.len() - 1);
+            if best >= MIN_SHARED_PREFIX {
+                best
+            } else {
+                0
+            }
+        })
+        .sum();
+    let second: usize = reqs
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|r| r.prompt.len() - 1)
+        .sum();
+    assert!(expected >= second);
+    assert_eq!(
+        side_by_side,
+        PromptStats {
+            tokens: total,
+            copied: expected
+        }
+    );
+}
+
+/// Prompts that share only a prefix (a few-shot block, then different
+/// questions) copy that prefix's cache and decode the rest, with exactly the
+/// tokens of prompts decoded one at a time, lockstep and speculative; below
+/// [`MIN_SHARED_PREFIX`] tokens in common nothing is copied.
+#[test]
+fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load_pair(
+        &smollm2(),
+        RlSource::Lora {
+            path: strong_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    if let Some(reason) = batch_dependence(&pair) {
+        eprintln!("{reason}");
+        return;
+    }
+    let shot = "Q: 2 + 3 = ? A: 5. Q: 10 - 4 = ? A: 6. Q: 3 * 3 = ? A: 9. ";
+    let texts = [
+        format!("{shot}Q: 7 + 8 = ? A:"),
+        format!("{shot}Q: 9 - 2 = ? A:"),
+    ];
+    let tokenize = |t: &str| pair.base().tokenize(t, true);
+    let prompts: Vec<_> = texts.iter().map(|t| tokenize(t)).collect();
+    let common = prompts[0]
+        .iter()
+        .zip(&prompts[1])
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common >= MIN_SHARED_PREFIX && common < prompts[0].len() - 1);
+    let reqs: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            key: i as u64,
+            prompt: p.clone(),
+        })
+        .collect();
+    let cfg = decode_config(
+        Mode::Extrapolate,
+        Proposer::Base,
+        Criterion::Dlogp,
+        -0.3,
+        0.1,
+        3,
+    );
+    for draft in [1, 4] {
+        let (alone, a) = run_with_stats(&pair, &cfg, &reqs, draft, 1, 16);
+        let (shared, s) = run_with_stats(&pair, &cfg, &reqs, draft, 2, 16);
+        assert_eq!(alone, shared, "K = {draft}");
+        assert_eq!(a.copied, 0);
+        assert_eq!(
+            s.copied, common,
+            "K = {draft}: the second prompt copies the shot"
+        );
+    }
+    // a prefix shorter than the threshold is decoded, not copied
+    let short = [tokenize("Q: 1 + 1 = ? A:"), tokenize("Q: 4 + 4 = ? A:")];
+    assert!(short[0].len() < MIN_SHARED_PREFIX);
+    let reqs: Vec<Request> = short
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            key: i as u64,
+            prompt: p.clone(),
+        })
+        .collect();
+    let (_, s) = run_with_stats(&pair, &cfg, &reqs, 1, 2, 4);
+    assert_eq!(s.copied, 0);
 }
 
 #[test]
