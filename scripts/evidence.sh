@@ -9,11 +9,13 @@
 #   3. the RL-proposer variant on both test splits: with the chosen τ, γ,
 #      and (first split) with γ 0.1 at τ −0.3 and τ 0;
 #   4. the intervention sweep on the first test split with every criterion
-#      at a calibrated 10 % target replacement ratio (RATIOS=0.05,0.15 for
-#      more points, about 25 min per point).
+#      at calibrated 10 % and 20 % target replacement ratios (RATIOS=… for
+#      other points, about 10 min per point).
 # Each step is skipped when its output exists, so a rerun resumes; the
 # per-sample rows stay in OUT_DIR (default out/evidence), the summaries go
-# to docs/results/evidence. About 2 h for steps 1–4 on 2 cores, 30 min more for the second split.
+# to docs/results/evidence. About 1 h 15 min for steps 1–4 on 2 cores
+# (prompts shared between a problem's samples; 2 h before), 20 min more for
+# the second split.
 # Usage: scripts/evidence.sh [OUT_DIR]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,7 +95,7 @@ rlprop test rlprop01 "extrapolate:tau=-0.3:gamma=0.1:proposer=rl"
 rlprop test rlprop-tau0 "extrapolate:tau=0:gamma=0.1:proposer=rl"
 if [ ! -s "$res/sweep.json" ]; then
   "$dlogp" intervene --data test.jsonl --criteria dlogp,kl,kl-r,js,entropy,entropy-rl,random \
-    --ratios "${RATIOS:-0.1}" --calibrate 8 "${common[@]}" \
+    --ratios "${RATIOS:-0.1,0.2}" --calibrate 8 "${common[@]}" \
     -o sweep.jsonl --csv sweep.csv --json sweep.json > sweep.md
   cp sweep.json sweep.csv sweep.md "$res/"
 fi
