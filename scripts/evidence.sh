@@ -108,4 +108,5 @@ rlprop test2 rlprop "$cell:proposer=rl"
 examples="$(dirname "$dlogp")/examples"
 for ext in svg png; do "$examples/plot_sweep" sweep.json "$res/sweep.$ext"; done
 "$examples/paired_intervals" test-*.jsonl test2-*.jsonl > "$res/tests.md"
+"$examples/paired_intervals" sweep.jsonl > "$res/sweep-paired.md"
 cat "$res/tests.md"

@@ -255,8 +255,9 @@ impl<'m> Engine<'m> {
             }
             if slots.is_empty() {
                 tracing::debug!(
-                    "decode (both/one) {:.2?}, proposer drafts {:.2?}, verify {:.2?}, log-softmax {:.2?}",
-                    self.timing[0], self.timing[1], self.timing[2], self.timing[3]
+                    "decode (both/one) {:.2?}, proposer drafts {:.2?}, verify {:.2?}, log-softmax {:.2?}; prompt tokens {}, {} of them copied from another sequence",
+                    self.timing[0], self.timing[1], self.timing[2], self.timing[3],
+                    self.prompts.tokens, self.prompts.copied
                 );
                 break;
             }
