@@ -11,6 +11,32 @@ use serde_json::json;
 
 use crate::common::*;
 
+/// SmolLM2 and a strong random LoRA (its directory kept alive with it).
+fn strong_pair() -> (tempfile::TempDir, ModelPair) {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = load_pair(
+        &smollm2(),
+        RlSource::Lora {
+            path: strong_lora(dir.path()),
+            scale: 1.0,
+        },
+    );
+    (dir, pair)
+}
+
+/// [`strong_pair`] where batching cannot change logits; elsewhere `None`,
+/// with the reason printed (the exactness tests then skip).
+fn exact_strong_pair() -> Option<(tempfile::TempDir, ModelPair)> {
+    let (dir, pair) = strong_pair();
+    match batch_dependence(&pair) {
+        Some(reason) => {
+            eprintln!("{reason}");
+            None
+        }
+        None => Some((dir, pair)),
+    }
+}
+
 fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> {
     let format = PromptFormat::for_model(pair.base(), false).unwrap();
     let mut out = Vec::new();
@@ -81,18 +107,9 @@ const PROMPTS: [&str; 2] = ["What is 7 + 5?", "Name a color of the sky."];
 /// decisions and Δlog p of lockstep decoding, across modes, criteria, seeds.
 #[test]
 fn speculative_equals_lockstep() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = load_pair(
-        &smollm2(),
-        RlSource::Lora {
-            path: strong_lora(dir.path()),
-            scale: 1.0,
-        },
-    );
-    if let Some(reason) = batch_dependence(&pair) {
-        eprintln!("{reason}");
+    let Some((_dir, pair)) = exact_strong_pair() else {
         return;
-    }
+    };
     let reqs = requests(&pair, &PROMPTS, 1);
     let cases = [
         (
@@ -137,18 +154,9 @@ fn speculative_equals_lockstep() {
 /// Several sequences side by side give the same generations as one at a time.
 #[test]
 fn parallel_sequences_equal_one_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = load_pair(
-        &smollm2(),
-        RlSource::Lora {
-            path: strong_lora(dir.path()),
-            scale: 1.0,
-        },
-    );
-    if let Some(reason) = batch_dependence(&pair) {
-        eprintln!("{reason}");
+    let Some((_dir, pair)) = exact_strong_pair() else {
         return;
-    }
+    };
     let reqs = requests(&pair, &PROMPTS, 2);
     let cfg = decode_config(
         Mode::Extrapolate,
@@ -215,18 +223,9 @@ fn parallel_sequences_equal_one_at_a_time() {
 /// [`MIN_SHARED_PREFIX`] tokens in common nothing is copied.
 #[test]
 fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = load_pair(
-        &smollm2(),
-        RlSource::Lora {
-            path: strong_lora(dir.path()),
-            scale: 1.0,
-        },
-    );
-    if let Some(reason) = batch_dependence(&pair) {
-        eprintln!("{reason}");
+    let Some((_dir, pair)) = exact_strong_pair() else {
         return;
-    }
+    };
     let shot = "Q: 2 + 3 = ? A: 5. Q: 10 - 4 = ? A: 6. Q: 3 * 3 = ? A: 9. ";
     let texts = [
         format!("{shot}Q: 7 + 8 = ? A:"),
@@ -283,14 +282,7 @@ fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
 
 #[test]
 fn gamma_zero_extrapolation_is_replace() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = load_pair(
-        &smollm2(),
-        RlSource::Lora {
-            path: strong_lora(dir.path()),
-            scale: 1.0,
-        },
-    );
+    let (_dir, pair) = strong_pair();
     let reqs = requests(&pair, &PROMPTS, 1);
     let replace = run(
         &pair,
@@ -331,14 +323,7 @@ fn gamma_zero_extrapolation_is_replace() {
 /// A gate that never fires leaves the proposer's own tokens.
 #[test]
 fn gate_that_never_fires_gives_the_proposers_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let pair = load_pair(
-        &smollm2(),
-        RlSource::Lora {
-            path: strong_lora(dir.path()),
-            scale: 1.0,
-        },
-    );
+    let (_dir, pair) = strong_pair();
     let reqs = requests(&pair, &PROMPTS, 1);
     let tokens = |gs: Vec<Generation>| gs.into_iter().map(|g| g.tokens).collect::<Vec<_>>();
     let base = tokens(run(
