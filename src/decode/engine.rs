@@ -102,6 +102,10 @@ pub struct Engine<'m> {
     /// barriers collapse when oversubscribed (a 69-token prefill took 1 s
     /// instead of 0.25 s).
     sessions: PairSession<'m>,
+    /// Whether a joining job may copy a running one's prompt cache: not for
+    /// recurrent models (their state cannot be cut) nor sliding-window ones
+    /// (a long-running source has dropped the window the copy would need).
+    share_prompts: bool,
     cfg: DecodeConfig,
     opts: EngineOptions,
 }
@@ -187,6 +191,10 @@ impl<'m> Engine<'m> {
             sessions: PairSession::new(Pair::new(base, rl), n_seq, both && !speculative),
             timing: Default::default(),
             prompts: PromptStats::default(),
+            share_prompts: [Some(model), pair.map(ModelPair::rl_model)]
+                .into_iter()
+                .flatten()
+                .all(|m| !m.is_recurrent() && m.sliding_window().is_none()),
             model,
             cfg,
             opts,
@@ -347,7 +355,8 @@ impl<'m> Engine<'m> {
 
     /// Feed a prompt to every session the mode needs; keep the log-probs of
     /// the next token. Where a running sequence's prompt shares a prefix of
-    /// at least [`MIN_SHARED_PREFIX`] tokens with it (the k samples of one
+    /// at least [`MIN_SHARED_PREFIX`] tokens with it (and the models' caches
+    /// allow it, see `share_prompts`) (the k samples of one
     /// problem, a server request with `n` > 1, few-shot prompts), that
     /// prefix's cache is copied from it and only the rest is decoded; the
     /// last prompt token is always decoded, for its logits. Batching never
@@ -365,7 +374,11 @@ impl<'m> Engine<'m> {
         } = job;
         let t0 = std::time::Instant::now();
         let mut start = 0;
-        if let Some((src, len)) = shared_prefix(&prompt, running) {
+        let shared = self
+            .share_prompts
+            .then(|| shared_prefix(&prompt, running))
+            .flatten();
+        if let Some((src, len)) = shared {
             if self.sessions.copy_prefix(src, seq, len as u32)? {
                 start = len;
             }

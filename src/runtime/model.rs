@@ -249,6 +249,16 @@ impl Model {
         self.inner.is_recurrent() || self.inner.is_hybrid()
     }
 
+    /// The attention window of a sliding-window model
+    /// (`{arch}.attention.sliding_window` > 0), whose cache drops positions
+    /// that fall out of the window as a sequence grows.
+    pub fn sliding_window(&self) -> Option<u64> {
+        let arch = self.header.get_str("general.architecture")?;
+        self.header
+            .get_u64(&format!("{arch}.attention.sliding_window"))
+            .filter(|&w| w > 0)
+    }
+
     /// Whether the token ends generation.
     pub fn is_eog(&self, token: Token) -> bool {
         self.inner.vocab().is_eog(token.llama())

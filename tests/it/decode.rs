@@ -571,3 +571,47 @@ fn byte_tokens_and_stop_strings_never_panic() {
         );
     }
 }
+
+/// A sliding-window model never copies a prompt's cache (a long-running
+/// source has dropped the positions the copy would need); the same model
+/// without the window does.
+#[test]
+fn sliding_window_models_decode_every_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut copied = Vec::new();
+    let mut lens = Vec::new();
+    for window in [None, Some(4u32)] {
+        let mut w = dlogp::gguf::tiny_llama(&Default::default(), 1).unwrap();
+        if let Some(n) = window {
+            w.set("llama.attention.sliding_window", dlogp::gguf::Value::U32(n));
+        }
+        let path = dir
+            .path()
+            .join(format!("window-{}.gguf", window.unwrap_or(0)));
+        w.write(&path).unwrap();
+        let model = dlogp::runtime::Model::load(&path, &Default::default()).unwrap();
+        assert_eq!(model.sliding_window(), window.map(u64::from));
+        let prompt = model.tokenize("the answer is the answer is the answer is the answer", true);
+        assert!(prompt.len() > MIN_SHARED_PREFIX, "{} tokens", prompt.len());
+        let reqs: Vec<Request> = (0..2)
+            .map(|key| Request {
+                key,
+                prompt: prompt.clone(),
+            })
+            .collect();
+        let cfg = decode_config(Mode::Base, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 0);
+        let opts = EngineOptions {
+            max_tokens: 4,
+            stop: vec![],
+            draft: 1,
+            n_seq: 2,
+            n_ctx: 128,
+            threads: 2,
+        };
+        let mut engine = Engine::for_model(&model, cfg, opts).unwrap();
+        engine.run(&reqs, |_, _| {}, |_| Ok(())).unwrap();
+        copied.push(engine.prompt_stats().copied);
+        lens.push(prompt.len());
+    }
+    assert_eq!(copied, [lens[0] - 1, 0]);
+}
