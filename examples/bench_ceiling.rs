@@ -87,34 +87,31 @@ fn main() -> Result<(), Error> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    // median step time (ms) of `n` rows, after the prompt on every sequence
+    // median time (ms) of `decode` on `n` rows at the next position
+    let time_steps = |n: u32, decode: &mut dyn FnMut(&[Feed]) -> Result<(), Error>| {
+        let mut t = Vec::with_capacity(reps);
+        for i in 0..reps as u32 {
+            let f = feeds(n, i);
+            let start = Instant::now();
+            decode(&f)?;
+            t.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok::<f64, Error>(median(t))
+    };
+    // the prompt on every sequence first
     let time_session = |s: &mut Session, n: u32| -> Result<f64, Error> {
         s.clear();
         for seq in 0..n {
             s.feed(seq, 0, &prompt)?;
         }
-        let mut t = Vec::with_capacity(reps);
-        for i in 0..reps as u32 {
-            let f = feeds(n, i);
-            let start = Instant::now();
-            s.decode(&f)?;
-            t.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(median(t))
+        time_steps(n, &mut |f| Ok(s.decode(f)?))
     };
     let time_pair = |p: &mut PairSession, n: u32| -> Result<f64, Error> {
         p.reset();
         for seq in 0..n {
             p.prefill(seq, &prompt)?;
         }
-        let mut t = Vec::with_capacity(reps);
-        for i in 0..reps as u32 {
-            let f = feeds(n, i);
-            let start = Instant::now();
-            p.decode(&f)?;
-            t.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(median(t))
+        time_steps(n, &mut |f| Ok(p.decode(f)?))
     };
     let half = threads / 2;
     let mut plain = Session::new(pair.base_context(&options(1, threads))?, 1, "base");

@@ -355,10 +355,10 @@ impl<'m> Engine<'m> {
 
     /// Feed a prompt to every session the mode needs; keep the log-probs of
     /// the next token. Where a running sequence's prompt shares a prefix of
-    /// at least [`MIN_SHARED_PREFIX`] tokens with it (and the models' caches
-    /// allow it, see `share_prompts`) (the k samples of one
-    /// problem, a server request with `n` > 1, few-shot prompts), that
-    /// prefix's cache is copied from it and only the rest is decoded; the
+    /// at least [`MIN_SHARED_PREFIX`] tokens with it (the k samples of one
+    /// problem, a server request with `n` > 1, few-shot prompts) and the
+    /// models' caches allow it (`share_prompts`), that prefix's cache is
+    /// copied from it and only the rest is decoded; the
     /// last prompt token is always decoded, for its logits. Batching never
     /// changes a row's result on the backends where sequences decoded side
     /// by side are exact, so neither does the copy.

@@ -53,6 +53,18 @@ fn requests(pair: &ModelPair, prompts: &[&str], samples: usize) -> Vec<Request> 
     out
 }
 
+/// One request per tokenized prompt, keyed by its index.
+fn keyed(prompts: &[Vec<dlogp::runtime::Token>]) -> Vec<Request> {
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Request {
+            key: i as u64,
+            prompt: p.clone(),
+        })
+        .collect()
+}
+
 fn run(
     pair: &ModelPair,
     cfg: &DecodeConfig,
@@ -239,14 +251,7 @@ fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
         .take_while(|(a, b)| a == b)
         .count();
     assert!(common >= MIN_SHARED_PREFIX && common < prompts[0].len() - 1);
-    let reqs: Vec<Request> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Request {
-            key: i as u64,
-            prompt: p.clone(),
-        })
-        .collect();
+    let reqs = keyed(&prompts);
     let cfg = decode_config(
         Mode::Extrapolate,
         Proposer::Base,
@@ -260,6 +265,7 @@ fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
         let (shared, s) = run_with_stats(&pair, &cfg, &reqs, draft, 2, 16);
         assert_eq!(alone, shared, "K = {draft}");
         assert_eq!(a.copied, 0);
+        assert_eq!(a.tokens, s.tokens);
         assert_eq!(
             s.copied, common,
             "K = {draft}: the second prompt copies the shot"
@@ -268,14 +274,7 @@ fn shared_prompt_prefixes_give_the_tokens_of_a_full_prefill() {
     // a prefix shorter than the threshold is decoded, not copied
     let short = [tokenize("Q: 1 + 1 = ? A:"), tokenize("Q: 4 + 4 = ? A:")];
     assert!(short[0].len() < MIN_SHARED_PREFIX);
-    let reqs: Vec<Request> = short
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Request {
-            key: i as u64,
-            prompt: p.clone(),
-        })
-        .collect();
+    let reqs = keyed(&short);
     let (_, s) = run_with_stats(&pair, &cfg, &reqs, 1, 2, 4);
     assert_eq!(s.copied, 0);
 }
@@ -593,12 +592,7 @@ fn sliding_window_models_decode_every_prompt() {
         assert_eq!(model.sliding_window(), window.map(u64::from));
         let prompt = model.tokenize("the answer is the answer is the answer is the answer", true);
         assert!(prompt.len() > MIN_SHARED_PREFIX, "{} tokens", prompt.len());
-        let reqs: Vec<Request> = (0..2)
-            .map(|key| Request {
-                key,
-                prompt: prompt.clone(),
-            })
-            .collect();
+        let reqs = keyed(&[prompt.clone(), prompt.clone()]);
         let cfg = decode_config(Mode::Base, Proposer::Base, Criterion::Dlogp, -0.3, 0.1, 0);
         let opts = EngineOptions {
             max_tokens: 4,
